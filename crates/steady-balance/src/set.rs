@@ -1,0 +1,214 @@
+//! [`EndpointSet`]: an immutable endpoint list plus the balancer state over it.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    algorithms::{
+        hashed, least_conn::LeastConn, maglev, maglev::Maglev, p2c_ewma, random::WeightedRandom,
+        ring_hash::Ring, round_robin::RoundRobin, smooth_wrr::SmoothWrr, Balancer, Ctx,
+    },
+    slow_start::{scaled_weight, WEIGHT_SCALE},
+    Algorithm, BalancerConfig, Endpoint,
+};
+
+/// Per-request input to a pick.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    /// Request key hash for ring hash and Maglev (see [`hash_key`](crate::hash_key));
+    /// `None` picks at random. Other algorithms ignore it.
+    pub hash: Option<u64>,
+    /// The request's clock, for slow start and latency decay.
+    pub now: Instant,
+    /// Addresses to prefer not to pick, e.g. those a retry already tried.
+    pub avoid: &'a [SocketAddr],
+}
+
+impl Pick<'static> {
+    /// Creates a pick at `now` with no hash and nothing to avoid.
+    pub fn at(now: Instant) -> Self {
+        Self {
+            hash: None,
+            now,
+            avoid: &[],
+        }
+    }
+}
+
+impl<'a> Pick<'a> {
+    /// Sets the request key hash.
+    pub fn with_hash(self, hash: u64) -> Self {
+        Self {
+            hash: Some(hash),
+            ..self
+        }
+    }
+
+    /// Sets the addresses to avoid.
+    pub fn avoiding<'b>(self, avoid: &'b [SocketAddr]) -> Pick<'b> {
+        Pick {
+            hash: self.hash,
+            now: self.now,
+            avoid,
+        }
+    }
+}
+
+/// An immutable list of endpoints plus the balancer state over it.
+///
+/// Rebuild it when the list changes (e.g. after DNS re-resolution), passing the same
+/// `Arc<Endpoint>`s for endpoints that stay so their counters and latency survive.
+/// Building a Maglev set fills a 65537-slot table (a few milliseconds); the others are
+/// cheap.
+pub struct EndpointSet {
+    /// The endpoints, in the order given.
+    endpoints: Vec<Arc<Endpoint>>,
+    /// The config the set was built with.
+    config: BalancerConfig,
+    /// Slow-start window, if it applies to the algorithm.
+    slow_start: Option<Duration>,
+    /// Until when some endpoint is ramping (latest `added_at` + window).
+    ramp_until: Option<Instant>,
+    /// Bounded-load factor, if it applies to the algorithm.
+    bounded_load: Option<f64>,
+    /// Algorithm state.
+    balancer: Balancer,
+}
+
+impl EndpointSet {
+    /// Builds a set over `endpoints` balanced as `config` says.
+    ///
+    /// Never fails: options that do not apply to the algorithm are ignored, a zero slow-start
+    /// window is ignored, and a bounded-load factor below 1 counts as 1.
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, config: &BalancerConfig) -> Self {
+        let slow_start = config.effective_slow_start();
+        let ramp_until = slow_start.and_then(|w| {
+            endpoints
+                .iter()
+                .map(|e| e.added_at())
+                .max()
+                .and_then(|t| t.checked_add(w))
+        });
+        let balancer = match config.algorithm {
+            Algorithm::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
+            Algorithm::WeightedRoundRobin => {
+                Balancer::WeightedRoundRobin(SmoothWrr::new(endpoints.len()))
+            }
+            Algorithm::LeastConnections => Balancer::LeastConnections(LeastConn::default()),
+            Algorithm::P2cEwma => Balancer::P2cEwma,
+            Algorithm::Random => Balancer::Random(WeightedRandom::new(&endpoints)),
+            Algorithm::RingHash => Balancer::RingHash(Ring::new(&endpoints)),
+            Algorithm::Maglev => {
+                Balancer::Maglev(Maglev::new(&endpoints, maglev::MAGLEV_TABLE_SIZE))
+            }
+        };
+        Self {
+            endpoints,
+            config: *config,
+            slow_start,
+            ramp_until,
+            bounded_load: config.effective_bounded_load(),
+            balancer,
+        }
+    }
+
+    /// Returns the endpoints in the order given.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Returns the config the set was built with.
+    pub fn config(&self) -> &BalancerConfig {
+        &self.config
+    }
+
+    /// Returns the number of endpoints.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Returns whether the set has no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Returns the endpoint with address `addr`, e.g. to reuse its `Arc` in a rebuilt set.
+    pub fn get(&self, addr: SocketAddr) -> Option<&Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| e.addr() == addr)
+    }
+
+    /// Returns the weight `endpoint` has at `now` after slow start (e.g. 0.5 for weight 5
+    /// at the start of its ramp).
+    pub fn effective_weight(&self, endpoint: &Endpoint, now: Instant) -> f64 {
+        scaled_weight(endpoint, now, self.slow_start) as f64 / WEIGHT_SCALE as f64
+    }
+
+    /// Picks an available endpoint not in `avoid`.
+    ///
+    /// `avoid` is a preference: if only avoided endpoints are available, picks among them.
+    /// Returns `None` when no endpoint is available.
+    pub fn pick(&self, pick: &Pick<'_>) -> Option<Arc<Endpoint>> {
+        self.pick_index(pick)
+            .map(|i| Arc::clone(&self.endpoints[i]))
+    }
+
+    /// Like [`pick`](Self::pick) but returns the endpoint's index in
+    /// [`endpoints`](Self::endpoints).
+    pub fn pick_index(&self, pick: &Pick<'_>) -> Option<usize> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        match &self.balancer {
+            Balancer::RingHash(ring) => self.pick_hashed(ring, pick),
+            Balancer::Maglev(table) => self.pick_hashed(table, pick),
+            _ => {
+                let slow_start = match self.ramp_until {
+                    Some(until) if pick.now < until => self.slow_start,
+                    _ => None,
+                };
+                let mut ctx = Ctx {
+                    endpoints: &self.endpoints,
+                    now: pick.now,
+                    avoid: pick.avoid,
+                    slow_start,
+                };
+                if !pick.avoid.is_empty() {
+                    if let Some(i) = self.pick_pass(&ctx) {
+                        return Some(i);
+                    }
+                    ctx.avoid = &[];
+                }
+                self.pick_pass(&ctx)
+            }
+        }
+    }
+
+    fn pick_pass(&self, ctx: &Ctx<'_>) -> Option<usize> {
+        match &self.balancer {
+            Balancer::RoundRobin(rr) => rr.pick(ctx),
+            Balancer::WeightedRoundRobin(wrr) => wrr.pick(ctx),
+            Balancer::LeastConnections(lc) => lc.pick(ctx),
+            Balancer::P2cEwma => p2c_ewma::pick(ctx),
+            Balancer::Random(r) => r.pick(ctx),
+            Balancer::RingHash(_) | Balancer::Maglev(_) => None,
+        }
+    }
+
+    fn pick_hashed(&self, table: &impl hashed::HashWalk, pick: &Pick<'_>) -> Option<usize> {
+        let hash = pick.hash.unwrap_or_else(|| fastrand::u64(..));
+        hashed::pick(table, &self.endpoints, hash, pick.avoid, self.bounded_load)
+    }
+}
+
+impl fmt::Debug for EndpointSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointSet")
+            .field("config", &self.config)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
