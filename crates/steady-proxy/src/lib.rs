@@ -1,1 +1,36 @@
-//! placeholder
+//! The data path of steady: listeners, HTTP/1.1 + HTTP/2 and TCP proxying, routing and
+//! forwarding to balanced, pooled upstream connections.
+//!
+//! A request flows `gateway` (accept) → `conn` (client timeouts) → `http` (route, pick,
+//! forward, answer) → back to the client, streaming bodies both ways. TCP listeners hand
+//! whole connections to `tcp`.
+//!
+//! # Layout
+//!
+//! - [`gateway`]: builds everything from a [`steady_config::Config`], binds listeners,
+//!   runs accept loops, drains on shutdown.
+//! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
+//! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
+//! - [`http`]: the request path; one function per phase.
+//! - [`router`]: route matching on host, path, headers and method.
+//! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
+//!   client.
+//! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
+//! - [`body`]: streaming request/response bodies and the request size limit.
+//! - [`error`]: the request-path error and the one function that maps it to a response.
+//! - [`metrics`]: Prometheus series of the request path.
+//! - [`tcp`]: L4 proxying.
+
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod http;
+pub mod metrics;
+pub mod router;
+pub mod tcp;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{Gateway, StartError};

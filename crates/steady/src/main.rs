@@ -1,1 +1,178 @@
-fn main() {}
+//! `steady`: a reliability gateway in one binary.
+//!
+//! This crate is wiring only: it parses the command line, loads the config, builds the
+//! runtime and starts the pieces that live in the library crates.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the CLI (`serve`, `check`, `demo`) and signal handling.
+//! - `demo.rs`: `steady demo`, three built-in backends behind a gateway on loopback.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use steady_config::Config;
+use steady_proxy::Gateway;
+use tokio_util::sync::CancellationToken;
+
+/// A reliability gateway: load balancing, health, metrics in one binary.
+#[derive(Parser)]
+#[command(name = "steady", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STEADY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway from a config file.
+    Serve {
+        /// Path to steady.yaml.
+        #[arg(short, long, default_value = "steady.yaml", env = "STEADY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem; exit code 1 on error.
+    Check {
+        /// Path to steady.yaml.
+        #[arg(short, long, default_value = "steady.yaml", env = "STEADY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run three demo backends and a gateway in front of them, on loopback.
+    Demo {
+        /// Gateway port (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin port (0 picks a free one).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Print the generated config and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => match steady_config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} listeners, {} routes, {} upstreams)",
+                    config.display(),
+                    c.listeners.len(),
+                    c.routes.len(),
+                    c.upstreams.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(diagnostics) => {
+                eprint!("{diagnostics}");
+                eprintln!("{}: {} problem(s) found", config.display(), diagnostics.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config: path } => {
+            let config = match steady_config::load(&path) {
+                Ok(c) => c,
+                Err(diagnostics) => {
+                    eprint!("{diagnostics}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run_blocking(config, None)
+        }
+        Command::Demo { port, admin_port, print_config } => demo::run(port, admin_port, print_config),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEADY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Called once the gateway and admin listener are up, with the admin's bound address.
+pub(crate) type OnStart = Box<dyn FnOnce(&Gateway, Option<std::net::SocketAddr>) + Send>;
+
+/// Builds the runtime the config asks for and runs the gateway until a signal stops it.
+pub(crate) fn run_blocking(config: Config, on_start: Option<OnStart>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.runtime.workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().thread_name("steady-worker").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    run_blocking_on(runtime, config, on_start)
+}
+
+/// Runs the gateway on an existing runtime until a signal stops it.
+pub(crate) fn run_blocking_on(
+    runtime: tokio::runtime::Runtime,
+    config: Config,
+    on_start: Option<OnStart>,
+) -> ExitCode {
+    match runtime.block_on(serve(config, on_start)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, on_start: Option<OnStart>) -> anyhow::Result<()> {
+    let gateway = Gateway::start(&config).await?;
+    let admin_shutdown = CancellationToken::new();
+    let mut admin_addr = None;
+    if let Some(admin) = &config.admin {
+        let addr: std::net::SocketAddr =
+            admin.bind.parse().with_context(|| format!("admin.bind `{}`", admin.bind))?;
+        let listener = steady_proxy::gateway::bind(addr).with_context(|| format!("admin: cannot bind {addr}"))?;
+        admin_addr = Some(listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        tokio::spawn(steady_admin::serve(listener, Arc::clone(&gateway), admin_shutdown.clone()));
+    }
+    if let Some(f) = on_start {
+        f(&gateway, admin_addr);
+    }
+    wait_for_signal().await?;
+    tracing::info!(deadline = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
+    gateway.shutdown(config.runtime.drain_timeout).await;
+    admin_shutdown.cancel();
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Starting and stopping: binds every listener, runs accept loops, drains on shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use steady_config::{Config, ListenerProtocol};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::conn::{watchdog, ConnIo, ConnState};
+use crate::http::{handle, HttpListener};
+use crate::metrics::Metrics;
+use crate::router::{Route, Router};
+use crate::upstream::Upstream;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be bound.
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address from the config.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS listener's certificate or key is unusable.
+    #[error("listener `{name}`: {source}")]
+    Tls {
+        /// Listener name.
+        name: String,
+        /// What was wrong.
+        source: crate::tls::TlsError,
+    },
+    /// The config refers to something that does not exist (validation should catch it).
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// A running gateway: listeners accepting, upstreams live.
+pub struct Gateway {
+    addrs: HashMap<String, SocketAddr>,
+    upstreams: Vec<Arc<Upstream>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    ready: AtomicBool,
+}
+
+/// Binds a listening socket with a deep backlog and `SO_REUSEADDR`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+impl Gateway {
+    /// Builds upstreams and routes from a validated config, binds every listener and
+    /// starts accepting. Fails without accepting anything if any listener cannot bind.
+    pub async fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
+        let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
+        for u in &config.upstreams {
+            upstreams.insert(u.name.as_str(), Upstream::build(u).await);
+        }
+        let all_upstreams: Vec<Arc<Upstream>> =
+            config.upstreams.iter().map(|u| upstreams[u.name.as_str()].clone()).collect();
+        let metrics = Arc::new(Metrics::new(all_upstreams.clone()));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        // Bind everything first so a bad address fails the start, not half of it.
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let addr: SocketAddr = l
+                .bind
+                .parse()
+                .map_err(|_| StartError::Invalid(format!("listener `{}`: bad bind `{}`", l.name, l.bind)))?;
+            let socket = bind(addr).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind.clone(),
+                source,
+            })?;
+            let tls = match (&l.protocol, &l.tls) {
+                (ListenerProtocol::Https, Some(tls)) => Some(
+                    crate::tls::acceptor(&tls.cert, &tls.key)
+                        .map_err(|source| StartError::Tls { name: l.name.clone(), source })?,
+                ),
+                (ListenerProtocol::Https, None) => {
+                    return Err(StartError::Invalid(format!("listener `{}`: https needs tls", l.name)))
+                }
+                _ => None,
+            };
+            bound.push((l, socket, tls));
+        }
+
+        let mut addrs = HashMap::new();
+        for (l, socket, tls) in bound {
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind.clone(),
+                source,
+            })?;
+            addrs.insert(l.name.clone(), local);
+            let limit = l.limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+            let conn_labels = vec![("listener", l.name.clone())];
+            let open = metrics.connections.get_or_create(&conn_labels).clone();
+            let accepted = metrics.connections_total.get_or_create(&conn_labels).clone();
+            let accept = Accept { socket, limit, shutdown: shutdown.clone(), tracker: tracker.clone(), open, accepted };
+            match l.protocol {
+                ListenerProtocol::Tcp => {
+                    let route = config.routes.iter().find(|r| r.listener == l.name);
+                    let upstream = route
+                        .and_then(|r| upstreams.get(r.upstream.as_str()))
+                        .cloned()
+                        .ok_or_else(|| StartError::Invalid(format!("tcp listener `{}` has no route", l.name)))?;
+                    tracker.spawn(accept.run(move |stream, peer| crate::tcp::serve(upstream.clone(), stream, peer)));
+                }
+                ListenerProtocol::Http | ListenerProtocol::Https => {
+                    let mut routes = Vec::new();
+                    for r in config.routes.iter().filter(|r| r.listener == l.name) {
+                        let upstream = upstreams.get(r.upstream.as_str()).cloned().ok_or_else(|| {
+                            StartError::Invalid(format!("route `{}`: unknown upstream `{}`", r.name, r.upstream))
+                        })?;
+                        let route_metrics = metrics.route(&r.name, &r.upstream);
+                        routes.push(Route::new(r, upstream, route_metrics));
+                    }
+                    let ctx = Arc::new(HttpListener {
+                        name: l.name.as_str().into(),
+                        router: Router::new(routes),
+                        scheme: if tls.is_some() { "https" } else { "http" },
+                        max_body: l.limits.max_body_bytes.map_or(u64::MAX, |b| b.0),
+                        tracker: tracker.clone(),
+                    });
+                    let settings = Arc::new(ConnSettings {
+                        header_timeout: l.limits.header_read_timeout,
+                        idle_timeout: l.limits.idle_timeout,
+                        max_header_bytes: l.limits.max_header_bytes.0 as usize,
+                        max_headers: l.limits.max_headers,
+                        tls,
+                    });
+                    let token = shutdown.clone();
+                    tracker.spawn(accept.run(move |stream, peer| {
+                        serve_http(ctx.clone(), settings.clone(), stream, peer, token.clone())
+                    }));
+                }
+            }
+            tracing::info!(listener = %l.name, addr = %local, protocol = ?l.protocol, "listening");
+        }
+        for u in &all_upstreams {
+            u.spawn_dns_refresh(shutdown.clone());
+        }
+        Ok(Arc::new(Gateway {
+            addrs,
+            upstreams: all_upstreams,
+            metrics,
+            shutdown,
+            tracker,
+            ready: AtomicBool::new(true),
+        }))
+    }
+
+    /// The bound address of a listener (useful when the config says port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.get(name).copied()
+    }
+
+    /// Live upstreams, in config order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True while listeners accept traffic; false once draining has begun.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns
+    /// whether everything finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.ready.store(false, Ordering::Relaxed);
+        self.shutdown.cancel();
+        self.tracker.close();
+        let drained = tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok();
+        if drained {
+            tracing::info!("drained all connections");
+        } else {
+            tracing::warn!(deadline = ?deadline, "drain deadline passed; closing remaining connections");
+        }
+        drained
+    }
+}
+
+/// An accept loop for one listener.
+struct Accept {
+    socket: TcpListener,
+    limit: Option<Arc<Semaphore>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    open: prometheus_client::metrics::gauge::Gauge,
+    accepted: prometheus_client::metrics::counter::Counter,
+}
+
+impl Accept {
+    async fn run<F, Fut>(self, serve: F)
+    where
+        F: Fn(TcpStream, SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let permit = match &self.limit {
+                Some(sem) => tokio::select! {
+                    p = sem.clone().acquire_owned() => p.ok(),
+                    _ = self.shutdown.cancelled() => return,
+                },
+                None => None,
+            };
+            let accepted = tokio::select! {
+                r = self.socket.accept() => r,
+                _ = self.shutdown.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the backlog holds clients.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            self.accepted.inc();
+            let open = self.open.clone();
+            open.inc();
+            let fut = serve(stream, peer);
+            self.tracker.spawn(async move {
+                fut.await;
+                open.dec();
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Per-listener settings of client connections.
+struct ConnSettings {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+    tls: Option<TlsAcceptor>,
+}
+
+async fn serve_http(
+    ctx: Arc<HttpListener>,
+    settings: Arc<ConnSettings>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    match &settings.tls {
+        None => serve_http_io(ctx, &settings, stream, peer, shutdown).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => serve_http_io(ctx, &settings, tls, peer, shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http_io<T>(
+    ctx: Arc<HttpListener>,
+    settings: &ConnSettings,
+    io: T,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = ConnState::new();
+    let io = TokioIo::new(ConnIo::new(io, state.clone()));
+    let conn_state = state.clone();
+    let service = hyper::service::service_fn(move |req| handle(ctx.clone(), peer, conn_state.clone(), req));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let dog = watchdog(state, settings.header_timeout, settings.idle_timeout);
+    tokio::pin!(dog);
+    let mut dog_done = false;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "client connection ended with error");
+                }
+                return;
+            }
+            _ = &mut dog, if !dog_done => dog_done = true,
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP request path: route, pick, forward, answer.
+//!
+//! One call of [`handle`] per request. It runs the phases of `docs/ARCHITECTURE.md` in
+//! order (route match, pick, forward, record) as plain function calls; later phases
+//! (admit, split, cache) slot in between.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use steady_balance::Outcome;
+use tokio_util::task::TaskTracker;
+
+use crate::body::{BodyVerdict, RequestBody, ResponseBody};
+use crate::conn::ConnState;
+use crate::error::{error_response, Kind};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::router::{Route, Router};
+
+/// Everything a request on one HTTP listener needs.
+pub struct HttpListener {
+    /// Listener name from the config.
+    pub name: Arc<str>,
+    /// Routes of this listener.
+    pub router: Router,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// Largest request body accepted (`u64::MAX` for no limit).
+    pub max_body: u64,
+    /// Where upgraded (WebSocket) connections are tracked so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Decrements a connection's in-flight count even when the client goes away mid-request.
+struct InFlightOnConn<'a>(&'a ConnState);
+
+impl Drop for InFlightOnConn<'_> {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// Serves one request from `client` on a connection described by `conn`.
+pub async fn handle(
+    listener: Arc<HttpListener>,
+    client: SocketAddr,
+    conn: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.request_started(req.version() == Version::HTTP_2);
+    let _guard = InFlightOnConn(&conn);
+    Ok(proxy(&listener, client, req).await)
+}
+
+async fn proxy(listener: &HttpListener, client: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let request_id = headers::request_id(&parts.headers);
+
+    // Route match.
+    let Some(route) = listener.router.find(&parts) else {
+        return error_response(Kind::NoRoute, Some(&request_id));
+    };
+
+    let response = forward(listener, route, client, &mut parts, body, &request_id).await;
+    let response = match response {
+        Ok(r) => r,
+        Err(kind) => {
+            route.metrics.failure(kind);
+            error_response(kind, Some(&request_id))
+        }
+    };
+    route.metrics.record(response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// Sends the request to an endpoint of the route's upstream and returns its response.
+async fn forward(
+    listener: &HttpListener,
+    route: &Route,
+    client: SocketAddr,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, Kind> {
+    // Refuse an announced oversized body before touching the upstream.
+    if let Some(len) = body.size_hint().exact() {
+        if len > listener.max_body {
+            return Err(Kind::BodyTooLarge);
+        }
+    }
+
+    // Pick.
+    let upstream = &route.upstream;
+    let hash = upstream.request_hash(parts, client.ip());
+    let endpoint = upstream.pick(hash, &[]).ok_or(Kind::NoEndpoint)?;
+
+    // Rewrite the request for the upstream.
+    let upgrade = if parts.version == Version::HTTP_11 {
+        headers::upgrade_protocol(&parts.headers)
+    } else {
+        None
+    };
+    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    // X-Forwarded-Host carries the host exactly as the client sent it, port included.
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.as_str().to_owned()),
+        None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host header.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    // steady answers `Expect: 100-continue` itself when it starts reading the body.
+    parts.headers.remove(header::EXPECT);
+    headers::set_forwarded(&mut parts.headers, client.ip(), listener.scheme, host.as_deref());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri: Uri = format!("http://{}{}", endpoint.addr(), path_and_query)
+        .parse()
+        .map_err(|_| Kind::BadRequest)?;
+    let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
+    let mut upstream_req = Request::new(RequestBody::new(body, listener.max_body, verdict.clone()));
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
+
+    // Forward.
+    let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
+    let result = tokio::time::timeout(route.timeout, upstream.client.request(upstream_req)).await;
+    let now = tokio::time::Instant::now().into_std();
+    let mut response = match result {
+        Err(_elapsed) => {
+            in_flight.finish(now, Outcome::Failure);
+            return Err(Kind::Timeout);
+        }
+        Ok(Err(e)) => {
+            let kind = match verdict.as_deref() {
+                Some(v) if v.too_large() => Kind::BodyTooLarge,
+                Some(v) if v.broken() => Kind::ClientAborted,
+                _ if e.is_connect() => Kind::Connect,
+                _ => Kind::UpstreamProtocol,
+            };
+            // A client's fault says nothing about the endpoint's health.
+            let outcome = if kind.source() == crate::error::Source::Client {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
+            in_flight.finish(now, outcome);
+            return Err(kind);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let outcome = if matches!(status.as_u16(), 502..=504) { Outcome::Failure } else { Outcome::Success };
+    in_flight.finish(now, outcome);
+
+    // Answer.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let (Some(client_upgrade), Some(proto)) = (client_upgrade, upgrade) else {
+            // An upstream may not switch protocols unasked.
+            return Err(Kind::UpstreamProtocol);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        listener.tracker.spawn(splice(client_upgrade, upstream_upgrade));
+        headers::strip_hop_by_hop(response.headers_mut(), Some(proto));
+    } else {
+        headers::strip_hop_by_hop(response.headers_mut(), None);
+    }
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok(response.map(ResponseBody::from))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either closes.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

@@ -1,0 +1,219 @@
+//! Upstreams at run time: the endpoint set (re-resolved from DNS), the balancer over it,
+//! the hash key a request is balanced by, and the pooled HTTP client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::request::Parts;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use steady_balance::{Algorithm, BalancerConfig, Endpoint, EndpointSet, Pick};
+use steady_config::{Balance, HashKeySource, UpstreamProtocol};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::RequestBody;
+
+/// The pooled client steady forwards HTTP requests with.
+pub type HttpClient = Client<HttpConnector, RequestBody>;
+
+/// One configured upstream, live.
+pub struct Upstream {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Current endpoints and balancer; swapped whole when DNS answers change.
+    set: ArcSwap<EndpointSet>,
+    balancer: BalancerConfig,
+    hash: Option<HashKeySource>,
+    /// Pooled keep-alive connections to every endpoint (pool keyed by address).
+    pub client: HttpClient,
+    /// Deadline for a TCP connect to one endpoint.
+    pub connect_timeout: Duration,
+    configured: Vec<steady_config::Endpoint>,
+    dns_refresh: Duration,
+}
+
+fn algorithm(b: Balance) -> Algorithm {
+    match b {
+        Balance::RoundRobin => Algorithm::RoundRobin,
+        Balance::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+        Balance::LeastConnections => Algorithm::LeastConnections,
+        Balance::P2cEwma => Algorithm::P2cEwma,
+        Balance::Random => Algorithm::Random,
+        Balance::RingHash => Algorithm::RingHash,
+        Balance::Maglev => Algorithm::Maglev,
+    }
+}
+
+impl Upstream {
+    /// Builds an upstream, resolving DNS names once (failures leave those endpoints out
+    /// until a later refresh succeeds).
+    pub async fn build(config: &steady_config::Upstream) -> Arc<Upstream> {
+        let balancer = BalancerConfig {
+            algorithm: algorithm(config.balance),
+            slow_start: config.slow_start,
+            bounded_load: config.hash.as_ref().and_then(|h| h.bounded_load),
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if config.protocol == UpstreamProtocol::H2c {
+            builder.http2_only(true);
+        }
+        let client = builder.build(connector);
+        let upstream = Upstream {
+            name: config.name.as_str().into(),
+            set: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &balancer)),
+            balancer,
+            hash: config.hash.as_ref().map(|h| h.key_source()),
+            client,
+            connect_timeout: config.connect_timeout,
+            configured: config.endpoints.clone(),
+            dns_refresh: config.dns_refresh,
+        };
+        upstream.resolve().await;
+        Arc::new(upstream)
+    }
+
+    /// The current endpoint set.
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.set.load()
+    }
+
+    /// Whether any endpoint is named by DNS (and so needs refreshing).
+    fn has_dns_names(&self) -> bool {
+        self.configured.iter().any(|e| e.address.parse::<SocketAddr>().is_err())
+    }
+
+    /// Resolves every endpoint address and swaps in a new set if the answers changed.
+    /// Endpoints that stay keep their state (in-flight counts, latency estimates).
+    pub async fn resolve(&self) {
+        let current = self.set.load_full();
+        let now = Instant::now().into_std();
+        let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(self.configured.len());
+        for ep in &self.configured {
+            let addrs: Vec<SocketAddr> = match ep.address.parse::<SocketAddr>() {
+                Ok(a) => vec![a],
+                Err(_) => match tokio::net::lookup_host(ep.address.as_str()).await {
+                    Ok(it) => it.collect(),
+                    Err(e) => {
+                        tracing::warn!(upstream = %self.name, endpoint = %ep.address, error = %e, "DNS resolution failed; keeping previous addresses");
+                        // Keep what we had for this name rather than dropping capacity.
+                        current
+                            .endpoints()
+                            .iter()
+                            .filter(|x| x.name() == ep.address)
+                            .map(|x| x.addr())
+                            .collect()
+                    }
+                },
+            };
+            for addr in addrs {
+                if next.iter().any(|x| x.addr() == addr) {
+                    continue;
+                }
+                let reused = current
+                    .endpoints()
+                    .iter()
+                    .find(|x| x.addr() == addr && x.name() == ep.address && x.weight() == ep.weight)
+                    .cloned();
+                next.push(reused.unwrap_or_else(|| {
+                    Arc::new(Endpoint::new(ep.address.as_str(), addr, ep.weight, now))
+                }));
+            }
+        }
+        let changed = next.len() != current.endpoints().len()
+            || next.iter().zip(current.endpoints()).any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed {
+            tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoint set updated");
+            self.set.store(Arc::new(EndpointSet::new(next, &self.balancer)));
+        }
+    }
+
+    /// Re-resolves DNS names every `dns_refresh` until `shutdown` fires.
+    pub fn spawn_dns_refresh(self: &Arc<Self>, shutdown: CancellationToken) {
+        if !self.has_dns_names() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(this.dns_refresh) => this.resolve().await,
+                }
+            }
+        });
+    }
+
+    /// Computes the hash a hash balancer uses for this request, if it has one.
+    pub fn request_hash(&self, parts: &Parts, client: IpAddr) -> Option<u64> {
+        let source = self.hash.as_ref()?;
+        match source {
+            HashKeySource::Header(name) => {
+                parts.headers.get(name.as_str()).map(|v| steady_balance::hash_key(v.as_bytes()))
+            }
+            HashKeySource::Cookie(name) => cookie(parts, name).map(steady_balance::hash_key),
+            HashKeySource::ClientIp => Some(ip_hash(client)),
+            HashKeySource::Path => Some(steady_balance::hash_key(parts.uri.path().as_bytes())),
+        }
+    }
+
+    /// Hash of a client address, for L4 routes balanced by client IP.
+    pub fn client_hash(&self, client: IpAddr) -> Option<u64> {
+        self.hash.as_ref().map(|_| ip_hash(client))
+    }
+
+    /// Picks an endpoint for a request.
+    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+        let now = Instant::now().into_std();
+        self.set.load().pick(&Pick { hash, now, avoid })
+    }
+}
+
+fn ip_hash(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => steady_balance::hash_key(&v4.octets()),
+        IpAddr::V6(v6) => steady_balance::hash_key(&v6.octets()),
+    }
+}
+
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a [u8]> {
+    for header in parts.headers.get_all(http::header::COOKIE) {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(rest) = pair.strip_prefix(name.as_bytes()) {
+                if let Some(value) = rest.strip_prefix(b"=") {
+                    return Some(value);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cookies() {
+        let req = http::Request::builder()
+            .header("cookie", "a=1; session=xyz; b=2")
+            .body(())
+            .unwrap();
+        let (parts, _) = req.into_parts();
+        assert_eq!(cookie(&parts, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&parts, "sess"), None);
+        assert_eq!(cookie(&parts, "c"), None);
+    }
+}
