@@ -2,10 +2,13 @@
 //!
 //! Field names are the user-facing contract; every field is documented in
 //! `docs/configuration.md`. Semantic checks (references, ranges) live in
-//! [`crate::validate`], not here.
+//! [`mod@crate::validate`], not here.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{AddrParseError, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,7 +50,10 @@ pub struct Runtime {
 
 impl Default for Runtime {
     fn default() -> Self {
-        Self { workers: None, drain_timeout: defaults::drain_timeout() }
+        Self {
+            workers: None,
+            drain_timeout: defaults::drain_timeout(),
+        }
     }
 }
 
@@ -114,7 +120,10 @@ pub struct ListenerLimits {
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: Option<ByteSize>,
     /// Time a client has to send a complete request head; over it: 408.
-    #[serde(default = "defaults::header_read_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "defaults::header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     #[serde(default = "defaults::idle_timeout", deserialize_with = "de_duration")]
@@ -168,12 +177,45 @@ pub struct Match {
     /// Exact path.
     #[serde(default)]
     pub path: Option<String>,
-    /// Header name to exact value.
-    #[serde(default)]
+    /// Header name to exact value. Names are lower-cased by [`crate::parse`].
+    #[serde(default, deserialize_with = "de_header_map")]
     pub headers: BTreeMap<String, String>,
     /// Allowed methods, upper case.
     #[serde(default)]
     pub methods: Vec<String>,
+}
+
+/// Reads header values that YAML typed as numbers or booleans (`x-version: 2`)
+/// as the text they were written as.
+fn de_header_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    #[derive(Deserialize)]
+    struct HeaderValue(#[serde(deserialize_with = "de_scalar")] String);
+    fn de_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        use serde::de::Error;
+        match Scalar::deserialize(d) {
+            Ok(Scalar::Text(s)) => Ok(s),
+            Ok(Scalar::Int(n)) => Ok(n.to_string()),
+            Ok(Scalar::Uint(n)) => Ok(n.to_string()),
+            Ok(Scalar::Float(n)) => Ok(n.to_string()),
+            Ok(Scalar::Bool(b)) => Ok(b.to_string()),
+            Err(_) => Err(D::Error::custom(
+                "a header value must be text, like `blue` or `\"2\"`",
+            )),
+        }
+    }
+    let map = BTreeMap::<String, HeaderValue>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// Load-balancing algorithm of an upstream.
@@ -237,10 +279,16 @@ pub struct Upstream {
     #[serde(default = "defaults::upstream_protocol")]
     pub protocol: UpstreamProtocol,
     /// TCP connect deadline per attempt; over it: 502.
-    #[serde(default = "defaults::connect_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "defaults::connect_timeout",
+        deserialize_with = "de_duration"
+    )]
     pub connect_timeout: Duration,
     /// Pooled idle connections are closed after this long.
-    #[serde(default = "defaults::pool_idle_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "defaults::pool_idle_timeout",
+        deserialize_with = "de_duration"
+    )]
     pub pool_idle_timeout: Duration,
     /// Most idle pooled connections kept per endpoint.
     #[serde(default = "defaults::pool_max_idle")]
@@ -261,6 +309,188 @@ pub struct Endpoint {
     /// Relative share of traffic, at least 1.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+}
+
+impl Config {
+    /// Returns the listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Returns the upstream called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Returns the routes of listener `listener`, in the order they are tried.
+    pub fn routes_for<'a>(&'a self, listener: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
+        self.routes.iter().filter(move |r| r.listener == listener)
+    }
+}
+
+impl Admin {
+    /// Parses [`Admin::bind`].
+    pub fn try_bind_addr(&self) -> Result<SocketAddr, AddrParseError> {
+        self.bind.parse()
+    }
+
+    /// Returns [`Admin::bind`] as a socket address.
+    ///
+    /// # Panics
+    ///
+    /// If `bind` is not a socket address, which [`crate::validate()`] rules out:
+    /// call this only on a validated config (anything from [`crate::parse`] or
+    /// [`crate::load`] is).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.try_bind_addr()
+            .unwrap_or_else(|_| panic!("admin.bind `{}` was not validated", self.bind))
+    }
+}
+
+impl Listener {
+    /// Parses [`Listener::bind`].
+    pub fn try_bind_addr(&self) -> Result<SocketAddr, AddrParseError> {
+        self.bind.parse()
+    }
+
+    /// Returns [`Listener::bind`] as a socket address.
+    ///
+    /// # Panics
+    ///
+    /// If `bind` is not a socket address, which [`crate::validate()`] rules out:
+    /// call this only on a validated config (anything from [`crate::parse`] or
+    /// [`crate::load`] is).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.try_bind_addr().unwrap_or_else(|_| {
+            panic!(
+                "listener `{}` bind `{}` was not validated",
+                self.name, self.bind
+            )
+        })
+    }
+}
+
+impl ListenerProtocol {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+            ListenerProtocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for ListenerProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Balance {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::WeightedRoundRobin => "weighted-round-robin",
+            Balance::LeastConnections => "least-connections",
+            Balance::P2cEwma => "p2c-ewma",
+            Balance::Random => "random",
+            Balance::RingHash => "ring-hash",
+            Balance::Maglev => "maglev",
+        }
+    }
+
+    /// Whether the balancer picks by a hash key and so needs [`Upstream::hash`].
+    pub fn uses_hash(self) -> bool {
+        matches!(self, Balance::RingHash | Balance::Maglev)
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a hash balancer hashes, parsed from [`Hash::key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HashKeySource {
+    /// The value of a request header (`header:NAME`); the name is lower case.
+    Header(String),
+    /// The value of a cookie (`cookie:NAME`); the name is case-sensitive.
+    Cookie(String),
+    /// The client's IP address (`client_ip`), without the port.
+    ClientIp,
+    /// The request path without the query (`path`).
+    Path,
+}
+
+impl FromStr for HashKeySource {
+    type Err = String;
+
+    fn from_str(key: &str) -> Result<Self, String> {
+        match key {
+            "client_ip" => return Ok(HashKeySource::ClientIp),
+            "path" => return Ok(HashKeySource::Path),
+            _ => {}
+        }
+        if let Some(name) = key.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(name.as_bytes())
+                .map(|h| HashKeySource::Header(h.as_str().to_owned()))
+                .map_err(|_| format!("`{name}` is not a valid header name"));
+        }
+        if let Some(name) = key.strip_prefix("cookie:") {
+            let valid = !name.is_empty() && name.bytes().all(crate::validate::is_token_byte);
+            return if valid {
+                Ok(HashKeySource::Cookie(name.to_owned()))
+            } else {
+                Err(format!("`{name}` is not a valid cookie name"))
+            };
+        }
+        Err(format!(
+            "`{key}` is not a hash key; use `header:NAME`, `cookie:NAME`, `client_ip` or `path`"
+        ))
+    }
+}
+
+impl Hash {
+    /// Parses [`Hash::key`].
+    pub fn try_key_source(&self) -> Result<HashKeySource, String> {
+        self.key.parse()
+    }
+
+    /// Returns what to hash.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is invalid, which [`crate::validate()`] rules out: call this only
+    /// on a validated config.
+    pub fn key_source(&self) -> HashKeySource {
+        self.try_key_source()
+            .unwrap_or_else(|e| panic!("hash key was not validated: {e}"))
+    }
+}
+
+/// An endpoint address, parsed from [`Endpoint::address`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndpointAddr {
+    /// An IP literal with a port; connect to it directly.
+    Ip(SocketAddr),
+    /// A DNS name with a port; resolve it every [`Upstream::dns_refresh`].
+    Dns {
+        /// The name, for example `backend.internal`.
+        host: String,
+        /// The port, never 0.
+        port: u16,
+    },
+}
+
+impl Endpoint {
+    /// Parses [`Endpoint::address`]: `ip:port`, `[ipv6]:port` or `dns-name:port`.
+    pub fn parse_address(&self) -> Result<EndpointAddr, String> {
+        crate::validate::parse_endpoint_address(&self.address)
+    }
 }
 
 /// Default values, one function per field so serde and docs agree.
