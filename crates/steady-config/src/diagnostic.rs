@@ -63,13 +63,10 @@ impl Diagnostics {
 }
 
 impl fmt::Display for Diagnostics {
-    /// Writes one diagnostic per line.
+    /// Writes one diagnostic per line, each ending in a newline, ready for `eprint!`.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        for (i, diagnostic) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{diagnostic}")?;
+        for diagnostic in &self.0 {
+            writeln!(f, "{diagnostic}")?;
         }
         Ok(())
     }
@@ -176,7 +173,7 @@ mod tests {
             all.to_string(),
             "steady.yaml:5:7: error: routes[0].match.path_prefx: unknown field `path_prefx` \
              (did you mean `path_prefix`?)\n\
-             steady.yaml: error: unknown field `path_prefx`"
+             steady.yaml: error: unknown field `path_prefx`\n"
         );
     }
 

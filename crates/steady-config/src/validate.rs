@@ -302,6 +302,7 @@ fn check_routes(config: &Config, ctx: &Context, issues: &mut Vec<Issue>) {
                 } else {
                     tcp_routes.insert(&listener.name, i);
                 }
+                check_tcp_hash(config, route, &listener.name, issues);
             }
             Some(_) => {}
             None if ctx.listeners_unknown || ctx.dropped_listeners.contains(&route.listener) => {}
@@ -327,6 +328,48 @@ fn check_routes(config: &Config, ctx: &Context, issues: &mut Vec<Issue>) {
         }
         check_match(&route.matcher, &path.key("match"), issues);
         non_zero(route.timeout, path.key("timeout"), issues);
+    }
+}
+
+/// A tcp connection has no headers, cookies or path: only the client IP can be hashed.
+fn check_tcp_hash(
+    config: &Config,
+    route: &crate::schema::Route,
+    listener: &str,
+    issues: &mut Vec<Issue>,
+) {
+    let Some(j) = config
+        .upstreams
+        .iter()
+        .position(|u| u.name == route.upstream)
+    else {
+        return;
+    };
+    let upstream = &config.upstreams[j];
+    let Some(hash) = upstream
+        .hash
+        .as_ref()
+        .filter(|_| upstream.balance.uses_hash())
+    else {
+        return;
+    };
+    match hash.key.parse::<HashKeySource>() {
+        Ok(HashKeySource::ClientIp) | Err(_) => {}
+        Ok(_) => issues.push(
+            Issue::new(
+                FieldPath::root()
+                    .key("upstreams")
+                    .index(j)
+                    .key("hash")
+                    .key("key"),
+                format!(
+                    "upstream `{}` serves tcp listener `{listener}` (route `{}`), which has no \
+                     requests to take `{}` from; use `client_ip`",
+                    upstream.name, route.name, hash.key
+                ),
+            )
+            .suggest(Some("client_ip".into())),
+        ),
     }
 }
 

@@ -452,6 +452,23 @@ fn tcp_listeners_take_one_route_without_match() {
 }
 
 #[test]
+fn tcp_upstreams_hash_only_the_client_ip() {
+    let yaml = "\
+listeners: [{name: pg, bind: 127.0.0.1:5432, protocol: tcp}]
+routes: [{name: pg, listener: pg, upstream: pg}]
+upstreams:
+  - name: pg
+    balance: maglev
+    hash: {key: path}
+    endpoints: [{address: db-1.internal:5432}]
+";
+    let d = only(yaml, (6, 17), "upstreams[0].hash.key", "tcp listener `pg`");
+    assert_eq!(d.suggestion.as_deref(), Some("client_ip"));
+    parse(&yaml.replace("key: path", "key: client_ip"), "steady.yaml")
+        .unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
 fn paths_start_with_a_slash() {
     let yaml = format!("{LISTENER}{ROUTE}    match: {{path_prefix: v1}}\n{UPSTREAM}");
     let d = only(
@@ -764,7 +781,7 @@ fn missing_and_unreadable_files_are_diagnostics() {
     assert_eq!(d.0[0].line, 0);
     assert_eq!(
         d.to_string(),
-        "/nonexistent/steady.yaml: error: cannot read config file: no such file"
+        "/nonexistent/steady.yaml: error: cannot read config file: no such file\n"
     );
     let d = load(&std::env::temp_dir()).unwrap_err();
     assert_eq!(d.0[0].line, 0);
