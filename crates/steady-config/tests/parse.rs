@@ -824,3 +824,29 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn tcp_example_from_the_docs_parses() {
+    let yaml = "\
+listeners:
+  - name: pg
+    bind: 0.0.0.0:5432
+    protocol: tcp
+routes:
+  - name: pg
+    listener: pg
+    upstream: pg
+upstreams:
+  - name: pg
+    balance: maglev
+    hash: {key: client_ip}
+    endpoints:
+      - address: db-1.internal:5432
+      - address: db-2.internal:5432
+";
+    let config = parse(yaml, "steady.yaml").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        config.upstreams[0].hash.as_ref().unwrap().key_source(),
+        HashKeySource::ClientIp
+    );
+}
