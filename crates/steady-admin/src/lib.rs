@@ -49,7 +49,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -60,7 +64,11 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 
 fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
     }
     match req.uri().path() {
         "/livez" => text(StatusCode::OK, "text/plain", "ok\n"),
@@ -82,7 +90,11 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain",
             "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams\n",
         ),
-        _ => text(StatusCode::NOT_FOUND, "application/json", "{\"error\":\"not found\"}\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            "{\"error\":\"not found\"}\n",
+        ),
     }
 }
 

@@ -47,7 +47,12 @@ pin_project_lite::pin_project! {
 impl RequestBody {
     /// Wraps `inner`, failing once more than `limit` bytes arrive (`u64::MAX` for none).
     pub fn new(inner: Incoming, limit: u64, verdict: Option<Arc<BodyVerdict>>) -> Self {
-        Self { inner, seen: 0, limit, verdict }
+        Self {
+            inner,
+            seen: 0,
+            limit,
+            verdict,
+        }
     }
 }
 
@@ -125,7 +130,9 @@ impl ResponseBody {
 
 impl From<Bytes> for ResponseBody {
     fn from(data: Bytes) -> Self {
-        ResponseBody::Local { data: (!data.is_empty()).then_some(data) }
+        ResponseBody::Local {
+            data: (!data.is_empty()).then_some(data),
+        }
     }
 }
 
@@ -145,7 +152,9 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
             ResponseBodyProj::Upstream { inner } => inner.poll_frame(cx),
-            ResponseBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBodyProj::Local { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
         }
     }
 

@@ -161,7 +161,11 @@ pin_project_lite::pin_project! {
 impl<T> ConnIo<T> {
     /// Wraps `inner`, reporting to `state`.
     pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        ConnIo { inner, state, written_408: 0 }
+        ConnIo {
+            inner,
+            state,
+            written_408: 0,
+        }
     }
 }
 
@@ -177,14 +181,21 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             VERDICT_408 => {
                 // Best effort: write the canned response, then end the stream.
                 while *this.written_408 < RESPONSE_408.len() {
-                    match this.inner.as_mut().poll_write(cx, &RESPONSE_408[*this.written_408..]) {
+                    match this
+                        .inner
+                        .as_mut()
+                        .poll_write(cx, &RESPONSE_408[*this.written_408..])
+                    {
                         Poll::Ready(Ok(n)) if n > 0 => *this.written_408 += n,
                         Poll::Pending => return Poll::Pending,
                         _ => break,
                     }
                 }
                 let _ = this.inner.as_mut().poll_flush(cx);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head timeout")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head timeout",
+                )));
             }
             _ => return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))),
         }
@@ -199,7 +210,11 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         this.state.on_write();
         this.inner.poll_write(cx, buf)
@@ -235,7 +250,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn partial_head_gets_408_verdict() {
         let state = ConnState::new();
-        let dog = tokio::spawn(watchdog(state.clone(), Duration::from_secs(10), Duration::from_secs(60)));
+        let dog = tokio::spawn(watchdog(
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
         tokio::time::sleep(Duration::from_secs(5)).await;
         state.on_read(3);
         tokio::time::sleep(Duration::from_secs(9)).await;
@@ -250,7 +269,11 @@ mod tests {
         let state = ConnState::new();
         state.request_started(false);
         state.request_finished();
-        let dog = tokio::spawn(watchdog(state.clone(), Duration::from_secs(10), Duration::from_secs(60)));
+        let dog = tokio::spawn(watchdog(
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_NONE);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -262,7 +285,11 @@ mod tests {
     async fn request_in_flight_is_not_idle() {
         let state = ConnState::new();
         state.request_started(false);
-        let dog = tokio::spawn(watchdog(state.clone(), Duration::from_secs(10), Duration::from_secs(60)));
+        let dog = tokio::spawn(watchdog(
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
         tokio::time::sleep(Duration::from_secs(300)).await;
         assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_NONE);
         dog.abort();

@@ -64,7 +64,10 @@ impl Kind {
     /// Connect failures never reached the endpoint, so any request may be retried; the
     /// others may have had effects and are retried only for idempotent requests.
     pub fn retryable(self) -> bool {
-        matches!(self, Kind::Connect | Kind::Timeout | Kind::UpstreamProtocol | Kind::NoEndpoint)
+        matches!(
+            self,
+            Kind::Connect | Kind::Timeout | Kind::UpstreamProtocol | Kind::NoEndpoint
+        )
     }
 
     /// The status a client sees for this failure.
@@ -93,7 +96,10 @@ pub struct ProxyError {
 impl ProxyError {
     /// Creates an error of `kind` with a detail for logs.
     pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -119,7 +125,10 @@ where
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert("x-steady-error", HeaderValue::from_static(kind.reason()));
     if let Some(id) = request_id {
         headers.insert("x-request-id", id.clone());

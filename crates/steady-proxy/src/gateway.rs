@@ -59,7 +59,11 @@ pub struct Gateway {
 
 /// Binds a listening socket with a deep backlog and `SO_REUSEADDR`.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
@@ -73,8 +77,11 @@ impl Gateway {
         for u in &config.upstreams {
             upstreams.insert(u.name.as_str(), Upstream::build(u).await);
         }
-        let all_upstreams: Vec<Arc<Upstream>> =
-            config.upstreams.iter().map(|u| upstreams[u.name.as_str()].clone()).collect();
+        let all_upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| upstreams[u.name.as_str()].clone())
+            .collect();
         let metrics = Arc::new(Metrics::new(all_upstreams.clone()));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -82,22 +89,28 @@ impl Gateway {
         // Bind everything first so a bad address fails the start, not half of it.
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let addr: SocketAddr = l
-                .bind
-                .parse()
-                .map_err(|_| StartError::Invalid(format!("listener `{}`: bad bind `{}`", l.name, l.bind)))?;
+            let addr: SocketAddr = l.bind.parse().map_err(|_| {
+                StartError::Invalid(format!("listener `{}`: bad bind `{}`", l.name, l.bind))
+            })?;
             let socket = bind(addr).map_err(|source| StartError::Bind {
                 name: l.name.clone(),
                 addr: l.bind.clone(),
                 source,
             })?;
             let tls = match (&l.protocol, &l.tls) {
-                (ListenerProtocol::Https, Some(tls)) => Some(
-                    crate::tls::acceptor(&tls.cert, &tls.key)
-                        .map_err(|source| StartError::Tls { name: l.name.clone(), source })?,
-                ),
+                (ListenerProtocol::Https, Some(tls)) => {
+                    Some(crate::tls::acceptor(&tls.cert, &tls.key).map_err(|source| {
+                        StartError::Tls {
+                            name: l.name.clone(),
+                            source,
+                        }
+                    })?)
+                }
                 (ListenerProtocol::Https, None) => {
-                    return Err(StartError::Invalid(format!("listener `{}`: https needs tls", l.name)))
+                    return Err(StartError::Invalid(format!(
+                        "listener `{}`: https needs tls",
+                        l.name
+                    )))
                 }
                 _ => None,
             };
@@ -112,26 +125,47 @@ impl Gateway {
                 source,
             })?;
             addrs.insert(l.name.clone(), local);
-            let limit = l.limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+            let limit = l
+                .limits
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n)));
             let conn_labels = vec![("listener", l.name.clone())];
             let open = metrics.connections.get_or_create(&conn_labels).clone();
-            let accepted = metrics.connections_total.get_or_create(&conn_labels).clone();
-            let accept = Accept { socket, limit, shutdown: shutdown.clone(), tracker: tracker.clone(), open, accepted };
+            let accepted = metrics
+                .connections_total
+                .get_or_create(&conn_labels)
+                .clone();
+            let accept = Accept {
+                socket,
+                limit,
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+                open,
+                accepted,
+            };
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     let route = config.routes.iter().find(|r| r.listener == l.name);
                     let upstream = route
                         .and_then(|r| upstreams.get(r.upstream.as_str()))
                         .cloned()
-                        .ok_or_else(|| StartError::Invalid(format!("tcp listener `{}` has no route", l.name)))?;
-                    tracker.spawn(accept.run(move |stream, peer| crate::tcp::serve(upstream.clone(), stream, peer)));
+                        .ok_or_else(|| {
+                            StartError::Invalid(format!("tcp listener `{}` has no route", l.name))
+                        })?;
+                    tracker.spawn(accept.run(move |stream, peer| {
+                        crate::tcp::serve(upstream.clone(), stream, peer)
+                    }));
                 }
                 ListenerProtocol::Http | ListenerProtocol::Https => {
                     let mut routes = Vec::new();
                     for r in config.routes.iter().filter(|r| r.listener == l.name) {
-                        let upstream = upstreams.get(r.upstream.as_str()).cloned().ok_or_else(|| {
-                            StartError::Invalid(format!("route `{}`: unknown upstream `{}`", r.name, r.upstream))
-                        })?;
+                        let upstream =
+                            upstreams.get(r.upstream.as_str()).cloned().ok_or_else(|| {
+                                StartError::Invalid(format!(
+                                    "route `{}`: unknown upstream `{}`",
+                                    r.name, r.upstream
+                                ))
+                            })?;
                         let route_metrics = metrics.route(&r.name, &r.upstream);
                         routes.push(Route::new(r, upstream, route_metrics));
                     }
@@ -196,7 +230,9 @@ impl Gateway {
         self.ready.store(false, Ordering::Relaxed);
         self.shutdown.cancel();
         self.tracker.close();
-        let drained = tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok();
         if drained {
             tracing::info!("drained all connections");
         } else {
@@ -298,7 +334,8 @@ async fn serve_http_io<T>(
     let state = ConnState::new();
     let io = TokioIo::new(ConnIo::new(io, state.clone()));
     let conn_state = state.clone();
-    let service = hyper::service::service_fn(move |req| handle(ctx.clone(), peer, conn_state.clone(), req));
+    let service =
+        hyper::service::service_fn(move |req| handle(ctx.clone(), peer, conn_state.clone(), req));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -58,7 +58,11 @@ pub async fn handle(
     Ok(proxy(&listener, client, req).await)
 }
 
-async fn proxy(listener: &HttpListener, client: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn proxy(
+    listener: &HttpListener,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
@@ -76,7 +80,9 @@ async fn proxy(listener: &HttpListener, client: SocketAddr, req: Request<Incomin
             error_response(kind, Some(&request_id))
         }
     };
-    route.metrics.record(response.status().as_u16(), start.elapsed());
+    route
+        .metrics
+        .record(response.status().as_u16(), start.elapsed());
     response
 }
 
@@ -107,11 +113,17 @@ async fn forward(
     } else {
         None
     };
-    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     // X-Forwarded-Host carries the host exactly as the client sent it, port included.
     let host = match parts.uri.authority() {
         Some(a) => Some(a.as_str().to_owned()),
-        None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host header.
@@ -124,8 +136,15 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     // steady answers `Expect: 100-continue` itself when it starts reading the body.
     parts.headers.remove(header::EXPECT);
-    headers::set_forwarded(&mut parts.headers, client.ip(), listener.scheme, host.as_deref());
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    headers::set_forwarded(
+        &mut parts.headers,
+        client.ip(),
+        listener.scheme,
+        host.as_deref(),
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri: Uri = format!("http://{}{}", endpoint.addr(), path_and_query)
@@ -167,7 +186,11 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let status = response.status();
-    let outcome = if matches!(status.as_u16(), 502..=504) { Outcome::Failure } else { Outcome::Success };
+    let outcome = if matches!(status.as_u16(), 502..=504) {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
     in_flight.finish(now, outcome);
 
     // Answer.
@@ -178,12 +201,16 @@ async fn forward(
             return Err(Kind::UpstreamProtocol);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        listener.tracker.spawn(splice(client_upgrade, upstream_upgrade));
+        listener
+            .tracker
+            .spawn(splice(client_upgrade, upstream_upgrade));
         headers::strip_hop_by_hop(response.headers_mut(), Some(proto));
     } else {
         headers::strip_hop_by_hop(response.headers_mut(), None);
     }
-    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     Ok(response.map(ResponseBody::from))
 }
 
@@ -192,7 +219,11 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (c, u) => {
-            tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed");
+            tracing::debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade failed"
+            );
             return;
         }
     };

@@ -21,8 +21,9 @@ use crate::upstream::Upstream;
 type Labels = Vec<(&'static str, String)>;
 
 /// Latency buckets (seconds) of the request duration histogram.
-const BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// All metric families of one gateway.
 pub struct Metrics {
@@ -79,22 +80,39 @@ impl Metrics {
             connections_total.clone(),
         );
         registry.register_collector(Box::new(EndpointCollector { upstreams }));
-        Metrics { registry, requests, failures, duration, connections, connections_total }
+        Metrics {
+            registry,
+            requests,
+            failures,
+            duration,
+            connections,
+            connections_total,
+        }
     }
 
     /// Pre-creates the series of one route.
     pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
         let class = |c: &str| {
-            self.requests.get_or_create(&vec![
-                ("route", route.to_string()),
-                ("upstream", upstream.to_string()),
-                ("code", c.to_string()),
-            ])
-            .clone()
+            self.requests
+                .get_or_create(&vec![
+                    ("route", route.to_string()),
+                    ("upstream", upstream.to_string()),
+                    ("code", c.to_string()),
+                ])
+                .clone()
         };
         RouteMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
-            duration: self.duration.get_or_create(&vec![("route", route.to_string())]).clone(),
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self
+                .duration
+                .get_or_create(&vec![("route", route.to_string())])
+                .clone(),
             failures: self.failures.clone(),
             route: route.to_string(),
         }
@@ -129,10 +147,16 @@ impl RouteMetrics {
     /// Records a failure steady produced itself (rare path: label lookup is fine).
     pub fn failure(&self, kind: Kind) {
         self.failures
-            .get_or_create(&vec![("route", self.route.clone()), ("reason", kind.reason().to_string())])
+            .get_or_create(&vec![
+                ("route", self.route.clone()),
+                ("reason", kind.reason().to_string()),
+            ])
             .inc();
     }
 }
+
+/// Reads one gauge value off an endpoint.
+type ReadGauge = fn(&steady_balance::Endpoint) -> i64;
 
 /// Reads per-endpoint gauges from the balancers at scrape time.
 #[derive(Debug)]
@@ -142,20 +166,30 @@ struct EndpointCollector {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 impl Collector for EndpointCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauges: [(&str, &str, fn(&steady_balance::Endpoint) -> i64); 3] = [
-            ("steady_endpoint_in_flight", "Requests in flight to the endpoint", |e| {
-                e.in_flight() as i64
-            }),
-            ("steady_endpoint_available", "1 if the endpoint may receive traffic", |e| {
-                e.is_available() as i64
-            }),
-            ("steady_endpoint_weight", "Configured weight of the endpoint", |e| e.weight() as i64),
+        let gauges: [(&str, &str, ReadGauge); 3] = [
+            (
+                "steady_endpoint_in_flight",
+                "Requests in flight to the endpoint",
+                |e| e.in_flight() as i64,
+            ),
+            (
+                "steady_endpoint_available",
+                "1 if the endpoint may receive traffic",
+                |e| e.is_available() as i64,
+            ),
+            (
+                "steady_endpoint_weight",
+                "Configured weight of the endpoint",
+                |e| e.weight() as i64,
+            ),
         ];
         for (name, help, read) in gauges {
             let mut family = encoder.encode_descriptor(

@@ -65,10 +65,17 @@ impl Route {
             .headers
             .iter()
             .filter_map(|(k, v)| {
-                Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?))
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
             })
             .collect();
-        let methods = m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect();
+        let methods = m
+            .methods
+            .iter()
+            .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+            .collect();
         Route {
             name: config.name.as_str().into(),
             host,
@@ -103,7 +110,10 @@ impl Route {
         };
         path_ok
             && (self.methods.is_empty() || self.methods.contains(&parts.method))
-            && self.headers.iter().all(|(k, v)| parts.headers.get_all(k).iter().any(|x| x == v))
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| parts.headers.get_all(k).iter().any(|x| x == v))
     }
 }
 

@@ -15,13 +15,18 @@ pub async fn serve(upstream: Arc<Upstream>, mut client: TcpStream, peer: SocketA
     let mut tried: Vec<SocketAddr> = Vec::new();
     let attempts = upstream.endpoints().endpoints().len().clamp(1, 3);
     for _ in 0..attempts {
-        let Some(endpoint) = upstream.pick(hash, &tried) else { break };
+        let Some(endpoint) = upstream.pick(hash, &tried) else {
+            break;
+        };
         if tried.contains(&endpoint.addr()) {
             break;
         }
         tried.push(endpoint.addr());
         let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
-        let connect = tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(endpoint.addr()));
+        let connect = tokio::time::timeout(
+            upstream.connect_timeout,
+            TcpStream::connect(endpoint.addr()),
+        );
         let mut server = match connect.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

@@ -91,7 +91,9 @@ impl Upstream {
 
     /// Whether any endpoint is named by DNS (and so needs refreshing).
     fn has_dns_names(&self) -> bool {
-        self.configured.iter().any(|e| e.address.parse::<SocketAddr>().is_err())
+        self.configured
+            .iter()
+            .any(|e| e.address.parse::<SocketAddr>().is_err())
     }
 
     /// Resolves every endpoint address and swaps in a new set if the answers changed.
@@ -132,10 +134,14 @@ impl Upstream {
             }
         }
         let changed = next.len() != current.endpoints().len()
-            || next.iter().zip(current.endpoints()).any(|(a, b)| !Arc::ptr_eq(a, b));
+            || next
+                .iter()
+                .zip(current.endpoints())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
         if changed {
             tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoint set updated");
-            self.set.store(Arc::new(EndpointSet::new(next, &self.balancer)));
+            self.set
+                .store(Arc::new(EndpointSet::new(next, &self.balancer)));
         }
     }
 
@@ -159,9 +165,10 @@ impl Upstream {
     pub fn request_hash(&self, parts: &Parts, client: IpAddr) -> Option<u64> {
         let source = self.hash.as_ref()?;
         match source {
-            HashKeySource::Header(name) => {
-                parts.headers.get(name.as_str()).map(|v| steady_balance::hash_key(v.as_bytes()))
-            }
+            HashKeySource::Header(name) => parts
+                .headers
+                .get(name.as_str())
+                .map(|v| steady_balance::hash_key(v.as_bytes())),
             HashKeySource::Cookie(name) => cookie(parts, name).map(steady_balance::hash_key),
             HashKeySource::ClientIp => Some(ip_hash(client)),
             HashKeySource::Path => Some(steady_balance::hash_key(parts.uri.path().as_bytes())),

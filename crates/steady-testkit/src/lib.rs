@@ -74,7 +74,9 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend named `name` on a free loopback port.
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         Self::serve(name, listener)
     }
 
@@ -94,7 +96,9 @@ impl Backend {
         let state = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -143,7 +147,9 @@ impl Drop for Backend {
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
@@ -164,17 +170,25 @@ async fn handle(
         Fault::None => {}
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Ok(json_response(status, serde_json::json!({"backend": state.name, "fault": code})));
+            return Ok(json_response(
+                status,
+                serde_json::json!({"backend": state.name, "fault": code}),
+            ));
         }
         Fault::Delay(d) => tokio::time::sleep(d).await,
         Fault::Stall => std::future::pending::<()>().await,
         Fault::ResetMidResponse => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
             tokio::spawn(async move {
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"partial")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
+                    .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = tx
-                    .send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")))
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected reset",
+                    )))
                     .await;
             });
             let stream = tokio_stream_from(rx);
@@ -201,21 +215,34 @@ async fn handle(
             Ok(builder.body(body).expect("valid response"))
         }
         (Some("status"), Some(code)) => {
-            let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            let status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok());
             let status = status.unwrap_or(StatusCode::BAD_REQUEST);
-            Ok(json_response(status, serde_json::json!({"backend": state.name, "status": status.as_u16()})))
+            Ok(json_response(
+                status,
+                serde_json::json!({"backend": state.name, "status": status.as_u16()}),
+            ))
         }
         (Some("delay"), Some(ms)) => {
             let ms = ms.parse::<u64>().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(json_response(StatusCode::OK, serde_json::json!({"backend": state.name, "delayed_ms": ms})))
+            Ok(json_response(
+                StatusCode::OK,
+                serde_json::json!({"backend": state.name, "delayed_ms": ms}),
+            ))
         }
         (Some("stream"), Some(n)) => {
             let n = n.parse::<usize>().unwrap_or(1).min(100_000);
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
             tokio::spawn(async move {
                 for _ in 0..n {
-                    if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 1024])))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(vec![b'x'; 1024]))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -233,7 +260,10 @@ async fn handle(
                 .unwrap_or("")
                 .to_string();
             if proto.is_empty() {
-                return Ok(json_response(StatusCode::BAD_REQUEST, serde_json::json!({"error": "no upgrade"})));
+                return Ok(json_response(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "no upgrade"}),
+                ));
             }
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
@@ -263,7 +293,12 @@ async fn handle(
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into(),
+                    )
+                })
                 .collect();
             let version = format!("{:?}", req.version());
             let method = req.method().to_string();
@@ -303,7 +338,9 @@ impl TcpEcho {
         let greeting = format!("{name}\n");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let greeting = greeting.clone();
                 tokio::spawn(async move {
                     if stream.write_all(greeting.as_bytes()).await.is_err() {
@@ -347,7 +384,9 @@ impl RawServer {
         let script = Arc::new(script);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let script = script.clone();
                 tokio::spawn(async move { script(stream).await });
             }

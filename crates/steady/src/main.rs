@@ -82,7 +82,11 @@ fn main() -> ExitCode {
             }
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
-                eprintln!("{}: {} problem(s) found", config.display(), diagnostics.0.len());
+                eprintln!(
+                    "{}: {} problem(s) found",
+                    config.display(),
+                    diagnostics.0.len()
+                );
                 ExitCode::FAILURE
             }
         },
@@ -96,14 +100,20 @@ fn main() -> ExitCode {
             };
             run_blocking(config, None)
         }
-        Command::Demo { port, admin_port, print_config } => demo::run(port, admin_port, print_config),
+        Command::Demo {
+            port,
+            admin_port,
+            print_config,
+        } => demo::run(port, admin_port, print_config),
     }
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEADY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -149,12 +159,19 @@ async fn serve(config: Config, on_start: Option<OnStart>) -> anyhow::Result<()> 
     let admin_shutdown = CancellationToken::new();
     let mut admin_addr = None;
     if let Some(admin) = &config.admin {
-        let addr: std::net::SocketAddr =
-            admin.bind.parse().with_context(|| format!("admin.bind `{}`", admin.bind))?;
-        let listener = steady_proxy::gateway::bind(addr).with_context(|| format!("admin: cannot bind {addr}"))?;
+        let addr: std::net::SocketAddr = admin
+            .bind
+            .parse()
+            .with_context(|| format!("admin.bind `{}`", admin.bind))?;
+        let listener = steady_proxy::gateway::bind(addr)
+            .with_context(|| format!("admin: cannot bind {addr}"))?;
         admin_addr = Some(listener.local_addr()?);
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
-        tokio::spawn(steady_admin::serve(listener, Arc::clone(&gateway), admin_shutdown.clone()));
+        tokio::spawn(steady_admin::serve(
+            listener,
+            Arc::clone(&gateway),
+            admin_shutdown.clone(),
+        ));
     }
     if let Some(f) = on_start {
         f(&gateway, admin_addr);

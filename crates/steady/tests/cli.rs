@@ -1,0 +1,243 @@
+//! The binary as a user runs it: `check`, `serve` with SIGTERM, and `demo`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_steady");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("steady-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Kills the child if a test fails before it exits.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn check_accepts_a_good_file() {
+    let path = write_config(
+        "good.yaml",
+        "listeners: [{name: web, bind: '127.0.0.1:8080'}]\nroutes: [{name: r, listener: web, upstream: app}]\nupstreams: [{name: app, endpoints: [{address: '127.0.0.1:9001'}]}]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn check_reports_every_problem_with_location_and_exits_1() {
+    let path = write_config(
+        "bad.yaml",
+        "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\nroutes:\n  - name: r\n    listener: web\n    match: {path_prefx: /v1}\n    upstream: nope\nupstreams:\n  - name: app\n    balance: round-robin\n    endpoints: [{address: '127.0.0.1:9001'}]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:7:"), "{err}");
+    assert!(err.contains("path_prefix"), "suggestion missing: {err}");
+    assert!(err.contains("nope"), "unknown upstream not reported: {err}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/steady.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn serve_answers_and_drains_on_sigterm() {
+    // A backend that answers slowly: the in-flight request must finish after SIGTERM.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let mut path = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if path.is_empty() {
+                        path = line.clone();
+                    }
+                    if line == "\r\n" {
+                        if path.contains("/slow") {
+                            std::thread::sleep(Duration::from_millis(700));
+                        }
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        path.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config(
+        "serve.yaml",
+        &format!(
+            "runtime: {{workers: 1, drain_timeout: 5s}}\nadmin: {{bind: '127.0.0.1:{admin}'}}\nlisteners: [{{name: web, bind: '127.0.0.1:{port}'}}]\nroutes: [{{name: r, listener: web, upstream: app}}]\nupstreams: [{{name: app, endpoints: [{{address: '{backend_addr}'}}]}}]\n"
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+    assert!(http_get(addr, "/").ends_with("ok"));
+    assert!(http_get(admin_addr, "/readyz").contains("200 OK"));
+    assert!(http_get(admin_addr, "/metrics").contains("steady_requests_total"));
+
+    let slow = std::thread::spawn(move || http_get(addr, "/slow"));
+    std::thread::sleep(Duration::from_millis(200));
+    let kill = Command::new("kill")
+        .args(["-TERM", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let answer = slow.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "in-flight request lost: {answer:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steady did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let path = write_config("invalid.yaml", "listeners: 12\n");
+    let out = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid.yaml:1:"));
+}
+
+#[test]
+fn demo_balances_and_serves_admin() {
+    let child = Command::new(BIN)
+        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let mut out = BufReader::new(guard.0.stdout.take().unwrap());
+    let (mut gateway, mut admin) = (None, None);
+    let mut line = String::new();
+    while gateway.is_none() || admin.is_none() {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "demo exited early");
+        let addr = || {
+            line.split("http://")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_end_matches('/')
+                .parse::<SocketAddr>()
+                .unwrap()
+        };
+        if line.trim_start().starts_with("gateway") {
+            gateway = Some(addr());
+        } else if line.trim_start().starts_with("admin") {
+            admin = Some(addr());
+        }
+    }
+    let (gateway, admin) = (gateway.unwrap(), admin.unwrap());
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let answer = http_get(gateway, "/hello");
+        let name = answer
+            .split("\"backend\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        names.insert(name);
+    }
+    assert_eq!(
+        names.len(),
+        3,
+        "round robin over three demo backends: {names:?}"
+    );
+    let ups = http_get(admin, "/api/upstreams");
+    assert_eq!(ups.matches("\"available\": true").count(), 3, "{ups}");
+    assert!(http_get(admin, "/metrics").contains("steady_requests_total{"));
+}
