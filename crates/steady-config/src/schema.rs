@@ -125,6 +125,12 @@ pub struct ListenerLimits {
         deserialize_with = "de_duration"
     )]
     pub header_read_timeout: Duration,
+    /// Longest pause between two reads of a request body; over it: 408.
+    #[serde(
+        default = "defaults::body_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub body_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     #[serde(default = "defaults::idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
@@ -140,6 +146,7 @@ impl Default for ListenerLimits {
             max_headers: defaults::max_headers(),
             max_body_bytes: defaults::max_body_bytes(),
             header_read_timeout: defaults::header_read_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: None,
         }
@@ -511,6 +518,9 @@ pub mod defaults {
     }
     pub(crate) fn max_body_bytes() -> Option<ByteSize> {
         Some(ByteSize(10 * 1024 * 1024))
+    }
+    pub(crate) fn body_read_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub(crate) fn header_read_timeout() -> Duration {
         Duration::from_secs(10)

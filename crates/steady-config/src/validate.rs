@@ -170,6 +170,11 @@ fn check_listeners(
             issues,
         );
         non_zero(
+            listener.limits.body_read_timeout,
+            limits.key("body_read_timeout"),
+            issues,
+        );
+        non_zero(
             listener.limits.idle_timeout,
             limits.key("idle_timeout"),
             issues,

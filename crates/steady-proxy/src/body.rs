@@ -1,9 +1,11 @@
 //! Body types of the request path: both directions stream, nothing is buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,45 +14,72 @@ use hyper::body::Incoming;
 /// Why a client's request body stopped early, shared with the forwarder so it can choose
 /// the status after the upstream call fails.
 #[derive(Debug, Default)]
-pub struct BodyVerdict(AtomicU8);
+pub struct BodyVerdict {
+    state: AtomicU8,
+    complete: AtomicBool,
+}
 
 impl BodyVerdict {
     const TOO_LARGE: u8 = 1;
     const BROKEN: u8 = 2;
+    const TIMED_OUT: u8 = 3;
+
+    /// The client paused longer than the body read timeout.
+    pub fn timed_out(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == Self::TIMED_OUT
+    }
+
+    /// The whole body has been received.
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
+    }
 
     /// The body exceeded the size limit.
     pub fn too_large(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
+        self.state.load(Ordering::Relaxed) == Self::TOO_LARGE
     }
 
     /// The client sent a malformed body or disconnected mid-body.
     pub fn broken(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == Self::BROKEN
+        self.state.load(Ordering::Relaxed) == Self::BROKEN
     }
 
     fn set(&self, v: u8) {
-        self.0.store(v, Ordering::Relaxed);
+        self.state.store(v, Ordering::Relaxed);
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A client's request body on its way upstream, cut off at the listener's size limit.
+    /// A client's request body on its way upstream, cut off at the listener's size limit
+    /// and when the client pauses too long.
     pub struct RequestBody {
         #[pin]
         inner: Incoming,
         seen: u64,
         limit: u64,
+        // Pause allowed between two reads, and the timer of the current wait (created
+        // on the first wait only).
+        read_timeout: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
         verdict: Option<Arc<BodyVerdict>>,
     }
 }
 
 impl RequestBody {
-    /// Wraps `inner`, failing once more than `limit` bytes arrive (`u64::MAX` for none).
-    pub fn new(inner: Incoming, limit: u64, verdict: Option<Arc<BodyVerdict>>) -> Self {
+    /// Wraps `inner`, failing once more than `limit` bytes arrive (`u64::MAX` for none)
+    /// or when no data arrives for `read_timeout`.
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        read_timeout: Duration,
+        verdict: Option<Arc<BodyVerdict>>,
+    ) -> Self {
         Self {
             inner,
             seen: 0,
             limit,
+            read_timeout,
+            timer: None,
             verdict,
         }
     }
@@ -65,6 +94,9 @@ pub enum RequestBodyError {
     /// The client's stream broke.
     #[error("client body: {0}")]
     Client(#[from] hyper::Error),
+    /// The client paused longer than the body read timeout.
+    #[error("no request body data for {0:?}")]
+    TimedOut(Duration),
 }
 
 impl Body for RequestBody {
@@ -75,8 +107,28 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        if polled.is_pending() {
+            let deadline = tokio::time::Instant::now() + *this.read_timeout;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.as_mut().poll(cx).is_ready() {
+                if let Some(v) = this.verdict {
+                    v.set(BodyVerdict::TIMED_OUT);
+                }
+                return Poll::Ready(Some(Err(RequestBodyError::TimedOut(*this.read_timeout))));
+            }
+            return Poll::Pending;
+        }
+        // Data (or the end) arrived: the next pause gets a fresh timer.
+        if let Some(timer) = this.timer.as_mut() {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.read_timeout);
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
@@ -87,6 +139,11 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge(*this.limit))));
                     }
                 }
+                if this.inner.is_end_stream() {
+                    if let Some(v) = this.verdict {
+                        v.complete.store(true, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
@@ -95,7 +152,12 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Err(RequestBodyError::Client(e))))
             }
-            None => Poll::Ready(None),
+            None => {
+                if let Some(v) = this.verdict {
+                    v.complete.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(None)
+            }
         }
     }
 

@@ -33,6 +33,10 @@ pub enum Kind {
     BodyTooLarge,
     /// The client stopped sending its body or closed early.
     ClientAborted,
+    /// The client sent its body too slowly.
+    ClientTimeout,
+    /// The method cannot be proxied (CONNECT).
+    MethodNotAllowed,
 }
 
 impl Kind {
@@ -47,6 +51,8 @@ impl Kind {
             Kind::BadRequest => "bad-request",
             Kind::BodyTooLarge => "body-too-large",
             Kind::ClientAborted => "client",
+            Kind::ClientTimeout => "client-timeout",
+            Kind::MethodNotAllowed => "method-not-allowed",
         }
     }
 
@@ -55,7 +61,11 @@ impl Kind {
         match self {
             Kind::NoRoute | Kind::NoEndpoint => Source::Internal,
             Kind::Connect | Kind::Timeout | Kind::UpstreamProtocol => Source::Upstream,
-            Kind::BadRequest | Kind::BodyTooLarge | Kind::ClientAborted => Source::Client,
+            Kind::BadRequest
+            | Kind::BodyTooLarge
+            | Kind::ClientAborted
+            | Kind::ClientTimeout
+            | Kind::MethodNotAllowed => Source::Client,
         }
     }
 
@@ -79,6 +89,8 @@ impl Kind {
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::BadRequest | Kind::ClientAborted => StatusCode::BAD_REQUEST,
             Kind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }

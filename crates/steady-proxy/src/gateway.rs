@@ -174,6 +174,7 @@ impl Gateway {
                         router: Router::new(routes),
                         scheme: if tls.is_some() { "https" } else { "http" },
                         max_body: l.limits.max_body_bytes.map_or(u64::MAX, |b| b.0),
+                        body_read_timeout: l.limits.body_read_timeout,
                         tracker: tracker.clone(),
                     });
                     let settings = Arc::new(ConnSettings {

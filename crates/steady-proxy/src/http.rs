@@ -33,6 +33,8 @@ pub struct HttpListener {
     pub scheme: &'static str,
     /// Largest request body accepted (`u64::MAX` for no limit).
     pub max_body: u64,
+    /// Longest pause between two reads of a request body.
+    pub body_read_timeout: std::time::Duration,
     /// Where upgraded (WebSocket) connections are tracked so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -67,6 +69,10 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
 
+    if let Err(kind) = check_request(&parts) {
+        return error_response(kind, Some(&request_id));
+    }
+
     // Route match.
     let Some(route) = listener.router.find(&parts) else {
         return error_response(Kind::NoRoute, Some(&request_id));
@@ -84,6 +90,25 @@ async fn proxy(
         .metrics
         .record(response.status().as_u16(), start.elapsed());
     response
+}
+
+/// Refuses requests no route may see: ambiguous or missing hosts, and CONNECT, which
+/// would turn steady into an open tunnel.
+fn check_request(parts: &http::request::Parts) -> Result<(), Kind> {
+    if parts.method == http::Method::CONNECT {
+        return Err(Kind::MethodNotAllowed);
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    // Two Host headers would let routing and the backend see different hosts
+    // (RFC 9112 §3.2).
+    if hosts.next().is_some() {
+        return Err(Kind::BadRequest);
+    }
+    if parts.version == Version::HTTP_11 && first.is_none() && parts.uri.authority().is_none() {
+        return Err(Kind::BadRequest);
+    }
+    Ok(())
 }
 
 /// Sends the request to an endpoint of the route's upstream and returns its response.
@@ -125,12 +150,12 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
-    if !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host header.
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+    // The target's authority wins over Host: HTTP/2 carries the host only in :authority,
+    // and an absolute-form HTTP/1.1 target replaces Host (RFC 9112 §3.2.2). Routing
+    // used the same value.
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, v);
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -151,7 +176,12 @@ async fn forward(
         .parse()
         .map_err(|_| Kind::BadRequest)?;
     let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
-    let mut upstream_req = Request::new(RequestBody::new(body, listener.max_body, verdict.clone()));
+    let mut upstream_req = Request::new(RequestBody::new(
+        body,
+        listener.max_body,
+        listener.body_read_timeout,
+        verdict.clone(),
+    ));
     *upstream_req.method_mut() = parts.method.clone();
     *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = Version::HTTP_11;
@@ -163,6 +193,11 @@ async fn forward(
     let now = tokio::time::Instant::now().into_std();
     let mut response = match result {
         Err(_elapsed) => {
+            // Still waiting for the client's body: the client is slow, not the endpoint.
+            if verdict.as_deref().is_some_and(|v| !v.complete()) {
+                drop(in_flight);
+                return Err(Kind::ClientTimeout);
+            }
             in_flight.finish(now, Outcome::Failure);
             return Err(Kind::Timeout);
         }
@@ -170,17 +205,17 @@ async fn forward(
             let kind = match verdict.as_deref() {
                 Some(v) if v.too_large() => Kind::BodyTooLarge,
                 Some(v) if v.broken() => Kind::ClientAborted,
+                Some(v) if v.timed_out() => Kind::ClientTimeout,
                 _ if e.is_connect() => Kind::Connect,
                 _ => Kind::UpstreamProtocol,
             };
-            // A client's fault says nothing about the endpoint's health.
-            let outcome = if kind.source() == crate::error::Source::Client {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            };
             tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
-            in_flight.finish(now, outcome);
+            // A client's fault says nothing about the endpoint: record no sample.
+            if kind.source() == crate::error::Source::Client {
+                drop(in_flight);
+            } else {
+                in_flight.finish(now, Outcome::Failure);
+            }
             return Err(kind);
         }
         Ok(Ok(response)) => response,
