@@ -191,19 +191,17 @@ def core_ticks(cpu):
     return None
 
 
+def tcp_active_opens():
+    """System-wide count of connect()s (Tcp ActiveOpens in /proc/net/snmp)."""
+    with open("/proc/net/snmp") as f:
+        rows = [l.split() for l in f if l.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def port_is_free(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def http_get_status(port, timeout=1.0):
@@ -488,7 +486,8 @@ class Bench:
         codes = j.get("statusCodeDistribution", {}) or {}
         ok = sum(v for c, v in codes.items() if str(c).startswith("2"))
         total = sum(codes.values())
-        errs = sum((j.get("errorDistribution") or {}).values()) + (total - ok)
+        # requests still in flight when -z runs out are cut off by oha itself: not errors
+        errs = sum(v for e, v in (j.get("errorDistribution") or {}).items() if "deadline" not in e) + (total - ok)
         return {
             "p50_us": lp["p50"] * 1e6,
             "p99_us": lp["p99"] * 1e6,
@@ -502,9 +501,13 @@ class Bench:
         """Run fn() while counting CPU of srv (proxy), of the backend and of the server core."""
         ppids = srv.pids() if srv.key != "backend" else []
         bpids = self.backend.pids()
+        o0 = tcp_active_opens()
         p0, b0, c0, t0 = cpu_ticks(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
         r = fn()
         p1, b1, c1, t1 = cpu_ticks(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
+        # connections opened during the run (client + proxy->backend); far above ~2x the
+        # client connections means the proxy is not reusing backend connections
+        r["tcp_connects"] = tcp_active_opens() - o0
         n = max(1, r["requests"])
         tick_us = 1e6 / CLK_TCK
         r["proxy_cpu_us_per_req"] = (p1 - p0) * tick_us / n if ppids else None
@@ -650,7 +653,13 @@ def tool_versions(k):
         except Exception:
             return "?"
 
+    try:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(k.steady_bin), datetime.timezone.utc)
+        steady = f"{first([k.steady_bin, '--version'])}, binary built {built:%Y-%m-%d %H:%M} UTC"
+    except OSError:
+        steady = "no binary"
     return {
+        "steady": steady,
         "nginx": first(["nginx", "-v"]),
         "haproxy": first(["haproxy", "-v"]),
         "wrk": first(["wrk", "-v"]),
@@ -708,6 +717,7 @@ def aggregate(rounds, idle, order):
             "cpu_rate": med([x["proxy_cpu_us_per_req"] for x in o]),
             "backend_cpu": med([x["backend_cpu_us_per_req"] for x in w]),
             "core_busy": med([x.get("server_core_busy") for x in w]),
+            "connects": med([x.get("tcp_connects") for x in w]),
             "p50": med([x["p50_us"] for x in o]),
             "p99": med([x["p99_us"] for x in o]),
             "p99_min": min([x["p99_us"] for x in o], default=None),
@@ -809,13 +819,13 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
     # spread
     L.append("Spread across rounds (min - max), to judge noise:")
     L.append("")
-    L.append("| target | req/s min | req/s max | p99 µs min | p99 µs max | backend CPU µs/req | server core busy (wrk) | oha achieved req/s |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| target | req/s min | req/s max | p99 µs min | p99 µs max | backend CPU µs/req | server core busy (wrk) | TCP connects per wrk run | oha achieved req/s |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for key in order:
         a = agg[key]
         L.append(f"| {LABELS.get(key, key)} | {fmt(a['rps_min'])} | {fmt(a['rps_max'])} | {fmt(a['p99_min'])} | "
                  f"{fmt(a['p99_max'])} | {fmt(a['backend_cpu'], 2)} | "
-                 f"{fmt(a['core_busy'] * 100 if a['core_busy'] is not None else None)}% | {fmt(a['oha_rps'])} |")
+                 f"{fmt(a['core_busy'] * 100 if a['core_busy'] is not None else None)}% | {fmt(a['connects'])} | {fmt(a['oha_rps'])} |")
     L.append("")
     if idle:
         L.append("Idle connections (fresh process each):")
@@ -853,6 +863,13 @@ def profile(knobs, workdir):
     callgraph = os.environ.get("CALLGRAPH", "dwarf")
     freq = os.environ.get("FREQ", "499")
     b = Bench(knobs, workdir)
+    try:
+        profile_with(b, knobs, workdir, target, callgraph, freq)
+    finally:
+        b.procs.stop_all()
+
+
+def profile_with(b, knobs, workdir, target, callgraph, freq):
     b.start_backend()
     s = b.start_proxy(target)
     if not s:
@@ -911,11 +928,7 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
 
     if args.mode == "profile":
-        bench = None
-        try:
-            profile(knobs, args.workdir)
-        finally:
-            pass
+        profile(knobs, args.workdir)
         return
 
     bench = Bench(knobs, args.workdir)
