@@ -69,13 +69,43 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Binds one of a listener's per-worker sockets: `SO_REUSEPORT` lets every worker
+/// accept on the same address while the kernel spreads connections between them.
+fn bind_worker_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
 impl Gateway {
-    /// Builds upstreams and routes from a validated config, binds every listener and
-    /// starts accepting. Fails without accepting anything if any listener cannot bind.
+    /// Starts the gateway on the current runtime with one worker (tests, embedding).
     pub async fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
+        Self::start_on(config, &[tokio::runtime::Handle::current()]).await
+    }
+
+    /// Builds upstreams and routes from a validated config, binds every listener once
+    /// per worker runtime in `workers` and starts accepting on each. Fails without
+    /// accepting anything if any listener cannot bind.
+    pub async fn start_on(
+        config: &Config,
+        workers: &[tokio::runtime::Handle],
+    ) -> Result<Arc<Gateway>, StartError> {
+        let current;
+        let workers = if workers.is_empty() {
+            current = [tokio::runtime::Handle::current()];
+            &current[..]
+        } else {
+            workers
+        };
+        let n_workers = workers.len();
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for u in &config.upstreams {
-            upstreams.insert(u.name.as_str(), Upstream::build(u).await);
+            upstreams.insert(u.name.as_str(), Upstream::build(u, n_workers).await);
         }
         let all_upstreams: Vec<Arc<Upstream>> = config
             .upstreams
@@ -92,11 +122,18 @@ impl Gateway {
             let addr: SocketAddr = l.bind.parse().map_err(|_| {
                 StartError::Invalid(format!("listener `{}`: bad bind `{}`", l.name, l.bind))
             })?;
-            let socket = bind(addr).map_err(|source| StartError::Bind {
+            let bind_err = |source| StartError::Bind {
                 name: l.name.clone(),
                 addr: l.bind.clone(),
                 source,
-            })?;
+            };
+            let first = bind_worker_socket(addr).map_err(bind_err)?;
+            // Port 0 picks a port for the first socket; the other workers join it there.
+            let local = first.local_addr().map_err(bind_err)?;
+            let mut sockets = vec![first];
+            for _ in 1..n_workers {
+                sockets.push(bind_worker_socket(local).map_err(bind_err)?);
+            }
             let tls = match (&l.protocol, &l.tls) {
                 (ListenerProtocol::Https, Some(tls)) => {
                     Some(crate::tls::acceptor(&tls.cert, &tls.key).map_err(|source| {
@@ -114,16 +151,11 @@ impl Gateway {
                 }
                 _ => None,
             };
-            bound.push((l, socket, tls));
+            bound.push((l, sockets, local, tls));
         }
 
         let mut addrs = HashMap::new();
-        for (l, socket, tls) in bound {
-            let local = socket.local_addr().map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind.clone(),
-                source,
-            })?;
+        for (l, sockets, local, tls) in bound {
             addrs.insert(l.name.clone(), local);
             let limit = l
                 .limits
@@ -135,14 +167,15 @@ impl Gateway {
                 .connections_total
                 .get_or_create(&conn_labels)
                 .clone();
-            let accept = Accept {
+            let accepts = sockets.into_iter().map(|socket| Accept {
                 socket,
-                limit,
+                limit: limit.clone(),
                 shutdown: shutdown.clone(),
                 tracker: tracker.clone(),
-                open,
-                accepted,
-            };
+                open: open.clone(),
+                accepted: accepted.clone(),
+            });
+            let runtimes = workers.iter().cycle();
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     let route = config.routes.iter().find(|r| r.listener == l.name);
@@ -152,9 +185,12 @@ impl Gateway {
                         .ok_or_else(|| {
                             StartError::Invalid(format!("tcp listener `{}` has no route", l.name))
                         })?;
-                    tracker.spawn(accept.run(move |stream, peer| {
-                        crate::tcp::serve(upstream.clone(), stream, peer)
-                    }));
+                    for (accept, runtime) in accepts.zip(runtimes) {
+                        let upstream = upstream.clone();
+                        runtime.spawn(tracker.track_future(accept.run(move |stream, peer| {
+                            crate::tcp::serve(upstream.clone(), stream, peer)
+                        })));
+                    }
                 }
                 ListenerProtocol::Http | ListenerProtocol::Https => {
                     let mut routes = Vec::new();
@@ -184,10 +220,13 @@ impl Gateway {
                         max_headers: l.limits.max_headers,
                         tls,
                     });
-                    let token = shutdown.clone();
-                    tracker.spawn(accept.run(move |stream, peer| {
-                        serve_http(ctx.clone(), settings.clone(), stream, peer, token.clone())
-                    }));
+                    for (accept, runtime) in accepts.zip(runtimes) {
+                        let (ctx, settings, token) =
+                            (ctx.clone(), settings.clone(), shutdown.clone());
+                        runtime.spawn(tracker.track_future(accept.run(move |stream, peer| {
+                            serve_http(ctx.clone(), settings.clone(), stream, peer, token.clone())
+                        })));
+                    }
                 }
             }
             tracing::info!(listener = %l.name, addr = %local, protocol = ?l.protocol, "listening");
@@ -243,9 +282,10 @@ impl Gateway {
     }
 }
 
-/// An accept loop for one listener.
+/// An accept loop of one worker for one listener.
 struct Accept {
-    socket: TcpListener,
+    /// Registered with the worker's reactor when the loop starts on that worker.
+    socket: std::net::TcpListener,
     limit: Option<Arc<Semaphore>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -259,6 +299,13 @@ impl Accept {
         F: Fn(TcpStream, SocketAddr) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        let socket = match TcpListener::from_std(self.socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register listener with the worker runtime");
+                return;
+            }
+        };
         loop {
             let permit = match &self.limit {
                 Some(sem) => tokio::select! {
@@ -268,7 +315,7 @@ impl Accept {
                 None => None,
             };
             let accepted = tokio::select! {
-                r = self.socket.accept() => r,
+                r = socket.accept() => r,
                 _ = self.shutdown.cancelled() => return,
             };
             let (stream, peer) = match accepted {
@@ -357,7 +404,9 @@ async fn serve_http_io<T>(
     let mut dog_done = false;
     let mut draining = false;
     loop {
+        // Biased: the connection is polled first and the rarely-ready branches after.
         tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "client connection ended with error");

@@ -189,7 +189,7 @@ async fn forward(
 
     // Forward.
     let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
-    let result = tokio::time::timeout(route.timeout, upstream.client.request(upstream_req)).await;
+    let result = tokio::time::timeout(route.timeout, upstream.client().request(upstream_req)).await;
     let now = tokio::time::Instant::now().into_std();
     let mut response = match result {
         Err(_elapsed) => {

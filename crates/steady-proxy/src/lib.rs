@@ -20,6 +20,7 @@
 //! - [`error`]: the request-path error and the one function that maps it to a response.
 //! - [`metrics`]: Prometheus series of the request path.
 //! - [`tcp`]: L4 proxying.
+//! - [`worker`]: which thread-per-core worker the current thread is.
 
 pub mod body;
 pub mod conn;
@@ -32,5 +33,6 @@ pub mod router;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod worker;
 
 pub use gateway::{Gateway, StartError};

@@ -27,8 +27,9 @@ pub struct Upstream {
     set: ArcSwap<EndpointSet>,
     balancer: BalancerConfig,
     hash: Option<HashKeySource>,
-    /// Pooled keep-alive connections to every endpoint (pool keyed by address).
-    pub client: HttpClient,
+    /// Pooled keep-alive connections to every endpoint, one pool per worker so a
+    /// request and its upstream connection stay on one thread.
+    clients: Vec<HttpClient>,
     /// Deadline for a TCP connect to one endpoint.
     pub connect_timeout: Duration,
     configured: Vec<steady_config::Endpoint>,
@@ -50,7 +51,7 @@ fn algorithm(b: Balance) -> Algorithm {
 impl Upstream {
     /// Builds an upstream, resolving DNS names once (failures leave those endpoints out
     /// until a later refresh succeeds).
-    pub async fn build(config: &steady_config::Upstream) -> Arc<Upstream> {
+    pub async fn build(config: &steady_config::Upstream, workers: usize) -> Arc<Upstream> {
         let balancer = BalancerConfig {
             algorithm: algorithm(config.balance),
             slow_start: config.slow_start,
@@ -69,19 +70,26 @@ impl Upstream {
         if config.protocol == UpstreamProtocol::H2c {
             builder.http2_only(true);
         }
-        let client = builder.build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         let upstream = Upstream {
             name: config.name.as_str().into(),
             set: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &balancer)),
             balancer,
             hash: config.hash.as_ref().map(|h| h.key_source()),
-            client,
+            clients,
             connect_timeout: config.connect_timeout,
             configured: config.endpoints.clone(),
             dns_refresh: config.dns_refresh,
         };
         upstream.resolve().await;
         Arc::new(upstream)
+    }
+
+    /// The pooled client of the current worker.
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::worker::current() % self.clients.len()]
     }
 
     /// The current endpoint set.

@@ -47,7 +47,7 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The backends live on the same runtime as the gateway; the guard keeps them running.
+    // The backends run on their own runtime, beside the gateway's worker threads.
     let _enter = runtime.enter();
     let backends = runtime.block_on(async {
         vec![
@@ -98,7 +98,8 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             println!("Ctrl-C stops it (in-flight requests drain first).");
         },
     );
-    let code = super::run_blocking_on(runtime, config, Some(on_start));
+    let code = super::run_blocking(config, Some(on_start));
+    drop(runtime);
     drop(backends);
     code
 }
