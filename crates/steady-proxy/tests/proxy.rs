@@ -501,3 +501,62 @@ async fn drain_deadline_bounds_shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!gw.gateway.shutdown(Duration::from_millis(300)).await);
 }
+
+/// Starts `n` single-threaded worker runtimes on their own threads, as `steady serve` does.
+fn worker_runtimes(
+    n: usize,
+) -> (
+    Vec<tokio::runtime::Handle>,
+    tokio_util::sync::CancellationToken,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handles = (0..n)
+        .map(|i| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                steady_proxy::worker::set_current(i);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tx.send(rt.handle().clone()).unwrap();
+                rt.block_on(stop.cancelled());
+            });
+            rx.recv().unwrap()
+        })
+        .collect();
+    (handles, stop)
+}
+
+#[tokio::test]
+async fn several_workers_share_a_listener_and_drain_together() {
+    let bs = backends(2).await;
+    let addrs: Vec<_> = bs.iter().map(Backend::addr).collect();
+    let config =
+        steady_config::parse(&simple_config("round-robin", &addrs, "", ""), "<test>").unwrap();
+    let (workers, stop) = worker_runtimes(2);
+    let gateway = steady_proxy::Gateway::start_on(&config, &workers)
+        .await
+        .unwrap();
+    let addr = gateway.listener_addr("web").unwrap();
+    // Many fresh connections: SO_REUSEPORT spreads them over both workers' sockets.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            read_until_close(&mut s, Duration::from_secs(5)).await
+        }));
+    }
+    for t in tasks {
+        let answer = t.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(bs[0].hits() + bs[1].hits(), 40);
+    assert!(gateway.shutdown(Duration::from_secs(5)).await);
+    assert!(TcpStream::connect(addr).await.is_err());
+    stop.cancel();
+}
