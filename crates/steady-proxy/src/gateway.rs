@@ -185,10 +185,11 @@ impl Gateway {
                         .ok_or_else(|| {
                             StartError::Invalid(format!("tcp listener `{}` has no route", l.name))
                         })?;
+                    let idle = l.limits.idle_timeout;
                     for (accept, runtime) in accepts.zip(runtimes) {
                         let upstream = upstream.clone();
                         runtime.spawn(tracker.track_future(accept.run(move |stream, peer| {
-                            crate::tcp::serve(upstream.clone(), stream, peer)
+                            crate::tcp::serve(upstream.clone(), stream, peer, idle)
                         })));
                     }
                 }

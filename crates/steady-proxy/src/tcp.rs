@@ -6,11 +6,18 @@ use std::sync::Arc;
 use steady_balance::Outcome;
 use tokio::net::TcpStream;
 
+use crate::conn::{watchdog, ConnIo, ConnState};
 use crate::upstream::Upstream;
 
 /// Connects `client` to an endpoint of `upstream` and copies bytes both ways until
-/// either side closes. A failed connect tries other endpoints (each at most once).
-pub async fn serve(upstream: Arc<Upstream>, mut client: TcpStream, peer: SocketAddr) {
+/// either side closes or no byte moves for `idle_timeout`. A failed connect tries other
+/// endpoints (each at most once).
+pub async fn serve(
+    upstream: Arc<Upstream>,
+    client: TcpStream,
+    peer: SocketAddr,
+    idle_timeout: std::time::Duration,
+) {
     let hash = upstream.client_hash(peer.ip());
     let mut tried: Vec<SocketAddr> = Vec::new();
     let attempts = upstream.endpoints().endpoints().len().clamp(1, 3);
@@ -44,7 +51,21 @@ pub async fn serve(upstream: Arc<Upstream>, mut client: TcpStream, peer: SocketA
         in_flight.finish(tokio::time::Instant::now().into_std(), Outcome::Success);
         // Keep the endpoint counted as busy while bytes flow, for least-connections.
         let _busy = endpoint.start(tokio::time::Instant::now().into_std());
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        // The client socket's wrapper sees bytes both ways; with no request heads to
+        // time out (the h2 flag), its watchdog only enforces the idle timeout.
+        let state = ConnState::new();
+        state.request_started(true);
+        state.request_finished();
+        let mut client = ConnIo::new(client, state.clone());
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+        tokio::pin!(copy);
+        let dog = watchdog(state, idle_timeout, idle_timeout);
+        tokio::pin!(dog);
+        tokio::select! {
+            _ = &mut copy => {}
+            // The verdict makes the wrapper fail the copy at its next read.
+            _ = &mut dog => { let _ = copy.await; }
+        }
         return;
     }
     tracing::debug!(upstream = %upstream.name, %peer, "no endpoint reachable for tcp connection; closing");

@@ -560,3 +560,40 @@ async fn several_workers_share_a_listener_and_drain_together() {
     assert!(TcpStream::connect(addr).await.is_err());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn tcp_connections_close_after_idle_timeout() {
+    let echo = TcpEcho::start("one").await;
+    let yaml = format!(
+        "listeners: [{{name: web, bind: '127.0.0.1:0', protocol: tcp, limits: {{idle_timeout: 300ms}}}}]
+routes: [{{name: l4, listener: web, upstream: echo}}]
+upstreams: [{{name: echo, endpoints: [{{address: '{}'}}]}}]
+",
+        echo.addr()
+    );
+    let gw = start_yaml(&yaml).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"one\n");
+    // Traffic keeps it open past the idle timeout...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut one))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // ...silence closes it.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "idle TCP connection not closed: {closed:?}"
+    );
+}
