@@ -54,8 +54,12 @@ pub struct Endpoint {
     added_at: Instant,
     /// Requests started and not yet finished or dropped.
     in_flight: AtomicU32,
-    /// Whether balancers may pick it (health checks and ejection flip this).
+    /// Whether active health checks (or the operator) consider it up; see
+    /// [`Endpoint::set_available`].
     available: AtomicBool,
+    /// Whether outlier detection has ejected it; kept apart from `available` so a health
+    /// check passing does not undo an ejection by accident, nor the reverse.
+    ejected: AtomicBool,
     /// Peak-EWMA state; `None` until the first finished request.
     ewma: Mutex<Option<Ewma>>,
 }
@@ -111,6 +115,7 @@ impl Endpoint {
             added_at,
             in_flight: AtomicU32::new(0),
             available: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
             ewma: Mutex::new(None),
         }
     }
@@ -140,14 +145,34 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Returns whether balancers may pick this endpoint (true unless set otherwise).
+    /// Returns whether balancers may pick this endpoint: it is marked available and not
+    /// ejected (true unless set otherwise).
     pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint as up or down, as active health checks see it.
+    ///
+    /// An [ejected](Self::is_ejected) endpoint stays unavailable whatever this says.
+    pub fn set_available(&self, up: bool) {
+        self.available.store(up, Ordering::Relaxed);
+    }
+
+    /// Returns whether the endpoint is marked up by [`set_available`](Self::set_available),
+    /// ignoring ejection.
+    pub fn is_healthy(&self) -> bool {
         self.available.load(Ordering::Relaxed)
     }
 
-    /// Marks the endpoint as available or not to balancers.
-    pub fn set_available(&self, up: bool) {
-        self.available.store(up, Ordering::Relaxed);
+    /// Returns whether outlier detection has ejected the endpoint.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Ejects the endpoint from balancing or lets it back; normally only the
+    /// [`OutlierDetector`](crate::outlier::OutlierDetector) calls this.
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
     }
 
     /// Returns the current peak-EWMA latency estimate, decayed to `now`.
@@ -220,6 +245,7 @@ impl fmt::Debug for Endpoint {
             .field("weight", &self.weight)
             .field("in_flight", &self.in_flight())
             .field("available", &self.is_available())
+            .field("ejected", &self.is_ejected())
             .finish_non_exhaustive()
     }
 }

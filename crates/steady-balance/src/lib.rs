@@ -22,11 +22,15 @@
 //!
 //! # Layout
 //!
-//! - [`endpoint`]: [`Endpoint`] (address, weight, in-flight count, availability, peak-EWMA
-//!   latency) and the [`InFlight`] guard that counts a request and records its outcome.
+//! - [`endpoint`]: [`Endpoint`] (address, weight, in-flight count, health and ejection
+//!   flags, peak-EWMA latency) and the [`InFlight`] guard that counts a request and records
+//!   its outcome.
 //! - [`config`]: [`Algorithm`] and [`BalancerConfig`] (slow start, bounded load).
 //! - [`set`]: [`EndpointSet`], which builds the algorithm's state and runs a [`Pick`]:
-//!   availability, `avoid` as a preference, slow start.
+//!   availability, `avoid` as a preference, slow start, the healthy-panic threshold.
+//! - [`outlier`]: [`OutlierDetector`], passive outlier ejection as Envoy's (consecutive
+//!   failures, success rate, failure percentage; growing jittered ejection time,
+//!   `max_ejection_percent`).
 //! - [`slow_start`]: the linear weight ramp for new endpoints (Envoy's
 //!   `slow_start_config`).
 //! - `algorithms`: one module per algorithm (`round_robin`, `smooth_wrr`, `least_conn`,
@@ -38,6 +42,7 @@
 
 pub mod config;
 pub mod endpoint;
+pub mod outlier;
 pub mod set;
 pub mod slow_start;
 
@@ -49,6 +54,10 @@ pub use algorithms::{
 };
 pub use config::{Algorithm, BalancerConfig, ConfigError};
 pub use endpoint::{Endpoint, InFlight, Outcome};
+pub use outlier::{
+    EjectReason, FailurePercentage, OutlierConfig, OutlierConfigError, OutlierDetector,
+    OutlierEvent, ReadmitReason, RequestResult, SuccessRate,
+};
 pub use set::{EndpointSet, Pick};
 
 /// Hashes request key bytes (header value, cookie, client IP, path) for ring hash and

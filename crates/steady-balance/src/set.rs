@@ -75,6 +75,8 @@ pub struct EndpointSet {
     ramp_until: Option<Instant>,
     /// Bounded-load factor, if it applies to the algorithm.
     bounded_load: Option<f64>,
+    /// Healthy-panic threshold in percent (at most 100); `None` never panics.
+    panic_threshold: Option<u32>,
     /// Algorithm state.
     balancer: Balancer,
 }
@@ -112,8 +114,37 @@ impl EndpointSet {
             slow_start,
             ramp_until,
             bounded_load: config.effective_bounded_load(),
+            panic_threshold: None,
             balancer,
         }
+    }
+
+    /// Sets the healthy-panic threshold in percent (Envoy's `healthy_panic_threshold`):
+    /// while fewer than `percent`% of the endpoints are available, picks ignore
+    /// availability and balance over all endpoints, since sending everything to a few
+    /// survivors (or to none) is worse than risking some unhealthy ones.
+    ///
+    /// `None` (the default) never panics. `Some(0)` never panics either; values above 100
+    /// count as 100. Each pick then scans the endpoints' availability once.
+    pub fn with_panic_threshold(mut self, percent: Option<u32>) -> Self {
+        self.panic_threshold = percent.map(|p| p.min(100));
+        self
+    }
+
+    /// Returns the healthy-panic threshold in percent, if set.
+    pub fn panic_threshold(&self) -> Option<u32> {
+        self.panic_threshold
+    }
+
+    /// Returns whether picks are in panic mode now: a threshold is set and
+    /// `available × 100 < threshold × len`. An empty set is never in panic.
+    pub fn in_panic(&self) -> bool {
+        let Some(threshold) = self.panic_threshold else {
+            return false;
+        };
+        let total = self.endpoints.len() as u64;
+        let available = self.endpoints.iter().filter(|e| e.is_available()).count() as u64;
+        available * 100 < u64::from(threshold) * total
     }
 
     /// Returns the endpoints in the order given.
@@ -150,7 +181,8 @@ impl EndpointSet {
     /// Picks an available endpoint not in `avoid`.
     ///
     /// `avoid` is a preference: if only avoided endpoints are available, picks among them.
-    /// Returns `None` when no endpoint is available.
+    /// Returns `None` when no endpoint is available. In [panic mode](Self::in_panic) every
+    /// endpoint counts as available.
     pub fn pick(&self, pick: &Pick<'_>) -> Option<Arc<Endpoint>> {
         self.pick_index(pick)
             .map(|i| Arc::clone(&self.endpoints[i]))
@@ -162,9 +194,10 @@ impl EndpointSet {
         if self.endpoints.is_empty() {
             return None;
         }
+        let panic = self.in_panic();
         match &self.balancer {
-            Balancer::RingHash(ring) => self.pick_hashed(ring, pick),
-            Balancer::Maglev(table) => self.pick_hashed(table, pick),
+            Balancer::RingHash(ring) => self.pick_hashed(ring, pick, panic),
+            Balancer::Maglev(table) => self.pick_hashed(table, pick, panic),
             _ => {
                 let slow_start = match self.ramp_until {
                     Some(until) if pick.now < until => self.slow_start,
@@ -175,6 +208,7 @@ impl EndpointSet {
                     now: pick.now,
                     avoid: pick.avoid,
                     slow_start,
+                    panic,
                 };
                 if !pick.avoid.is_empty() {
                     if let Some(i) = self.pick_pass(&ctx) {
@@ -198,9 +232,21 @@ impl EndpointSet {
         }
     }
 
-    fn pick_hashed(&self, table: &impl hashed::HashWalk, pick: &Pick<'_>) -> Option<usize> {
+    fn pick_hashed(
+        &self,
+        table: &impl hashed::HashWalk,
+        pick: &Pick<'_>,
+        panic: bool,
+    ) -> Option<usize> {
         let hash = pick.hash.unwrap_or_else(|| fastrand::u64(..));
-        hashed::pick(table, &self.endpoints, hash, pick.avoid, self.bounded_load)
+        hashed::pick(
+            table,
+            &self.endpoints,
+            hash,
+            pick.avoid,
+            self.bounded_load,
+            panic,
+        )
     }
 }
 
@@ -208,6 +254,7 @@ impl fmt::Debug for EndpointSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointSet")
             .field("config", &self.config)
+            .field("panic_threshold", &self.panic_threshold)
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }

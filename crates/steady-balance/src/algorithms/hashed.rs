@@ -24,16 +24,19 @@ pub(crate) trait HashWalk {
     fn walk(&self, hash: u64, f: impl FnMut(usize) -> bool) -> Option<usize>;
 }
 
-/// Picks the endpoint for `hash`, honouring availability, `avoid` and bounded load.
+/// Picks the endpoint for `hash`, honouring availability (unless `panic`), `avoid` and
+/// bounded load.
 pub(crate) fn pick(
     table: &impl HashWalk,
     endpoints: &[Arc<Endpoint>],
     hash: u64,
     avoid: &[SocketAddr],
     bounded_load: Option<f64>,
+    panic: bool,
 ) -> Option<usize> {
+    let up = |e: &Endpoint| panic || e.is_available();
     let first = table.primary(hash)?;
-    if avoid.is_empty() && bounded_load.is_none() && endpoints[first].is_available() {
+    if avoid.is_empty() && bounded_load.is_none() && up(&endpoints[first]) {
         return Some(first);
     }
 
@@ -42,7 +45,7 @@ pub(crate) fn pick(
     let (mut n_available, mut n_preferred, mut total_in_flight, mut total_weight) =
         (0usize, 0usize, 0u64, 0u64);
     for e in endpoints {
-        if e.is_available() {
+        if up(e) {
             n_available += 1;
             total_in_flight += u64::from(e.in_flight());
             total_weight += u64::from(e.weight());
@@ -57,7 +60,7 @@ pub(crate) fn pick(
     let use_avoid = !avoid.is_empty() && n_preferred > 0;
     let base = |i: usize| {
         let e = &endpoints[i];
-        e.is_available() && !(use_avoid && avoid.contains(&e.addr()))
+        up(e) && !(use_avoid && avoid.contains(&e.addr()))
     };
 
     if let Some(c) = bounded_load {

@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub avoid: &'a [SocketAddr],
     /// Slow-start window, `None` when no endpoint is ramping at `now`.
     pub slow_start: Option<Duration>,
+    /// Panic mode: too few endpoints are available, so availability is ignored.
+    pub panic: bool,
 }
 
 impl Ctx<'_> {
@@ -39,7 +41,8 @@ impl Ctx<'_> {
     #[inline]
     pub fn ok(&self, i: usize) -> bool {
         let e = &self.endpoints[i];
-        e.is_available() && (self.avoid.is_empty() || !self.avoid.contains(&e.addr()))
+        (self.panic || e.is_available())
+            && (self.avoid.is_empty() || !self.avoid.contains(&e.addr()))
     }
 
     /// Returns endpoint `i`'s scaled, slow-started weight.
