@@ -2,22 +2,23 @@
 //! gets `408 Request Timeout`, and a connection idle for too long is closed.
 //!
 //! hyper's own `header_read_timeout` cannot tell an idle keep-alive connection from a
-//! slowloris client and closes both without a response, so steady tracks both itself:
-//! [`ConnIo`] wraps the socket and notes when the first byte of a new request head
-//! arrives; [`watchdog`] sleeps until the nearest deadline and, when one passes, tells
-//! the wrapper to answer 408 (or just close) on hyper's next read.
+//! slowloris client and closes both without a response, so steady tracks both itself in
+//! [`ConnIo`], the socket wrapper: it notes when the first byte of a new request head
+//! arrives, and whenever the connection waits for the client (a read that would block)
+//! it arms one timer for the deadline that applies then. When the timer fires it answers
+//! 408 or just closes. Nothing runs while data flows, so the happy path costs a clock
+//! read per read or write and no extra wake-ups.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
 content-length: 58\r\nconnection: close\r\n\r\n{\"error\":\"client-timeout\",\"status\":408,\"source\":\"client\"}";
@@ -41,10 +42,6 @@ pub struct ConnState {
     in_flight: AtomicUsize,
     /// HTTP/2 has no request heads to time out between requests.
     is_h2: AtomicBool,
-    /// What the wrapper does at hyper's next read.
-    verdict: AtomicU8,
-    read_waker: AtomicWaker,
-    head_began: Notify,
 }
 
 impl ConnState {
@@ -57,9 +54,6 @@ impl ConnState {
             last_activity: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             is_h2: AtomicBool::new(false),
-            verdict: AtomicU8::new(VERDICT_NONE),
-            read_waker: AtomicWaker::new(),
-            head_began: Notify::new(),
         })
     }
 
@@ -96,7 +90,6 @@ impl ConnState {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
-            self.head_began.notify_one();
         }
     }
 
@@ -105,65 +98,60 @@ impl ConnState {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    fn set_verdict(&self, v: u8) {
-        self.verdict.store(v, Ordering::Relaxed);
-        self.read_waker.wake();
-    }
-}
-
-/// Watches a connection's deadlines until one passes, then closes it through [`ConnIo`].
-///
-/// Runs beside hyper's connection future in the same task; returns when it has set a
-/// verdict (the caller keeps polling the connection so the wrapper can act on it).
-pub async fn watchdog(state: Arc<ConnState>, header_timeout: Duration, idle_timeout: Duration) {
-    let header_ms = header_timeout.as_millis() as u64;
-    let idle_ms = idle_timeout.as_millis() as u64;
-    loop {
-        let now = state.now_ms();
-        let head = state.head_started.load(Ordering::Relaxed);
-        let idle = state.in_flight.load(Ordering::Relaxed) == 0;
-        let wait_ms = if head != 0 {
-            let deadline = head - 1 + header_ms;
-            if now >= deadline {
-                state.set_verdict(VERDICT_408);
-                return;
-            }
-            deadline - now
-        } else if idle {
-            let deadline = state.last_activity.load(Ordering::Relaxed) + idle_ms;
-            if now >= deadline {
-                state.set_verdict(VERDICT_CLOSE);
-                return;
-            }
-            deadline - now
+    /// The deadline (ms since start) that applies while the connection waits for the
+    /// client, and the verdict when it passes; `None` while a request is being served
+    /// (the route's timeout bounds it).
+    fn deadline(&self, header_ms: u64, idle_ms: u64) -> Option<(u64, u8)> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            Some((head - 1 + header_ms, VERDICT_408))
         } else {
-            // A request is in flight: its route timeout bounds it; look again later.
-            idle_ms.max(1)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
-            _ = state.head_began.notified() => {}
+            Some((
+                self.last_activity.load(Ordering::Relaxed) + idle_ms,
+                VERDICT_CLOSE,
+            ))
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A client socket that reports reads to [`ConnState`] and carries out its verdict.
+    /// A client socket that reports reads to [`ConnState`] and enforces its deadlines.
     pub struct ConnIo<T> {
         #[pin]
         inner: T,
         state: Arc<ConnState>,
+        header_ms: u64,
+        idle_ms: u64,
+        // One timer per connection, re-armed only when the deadline moves.
+        timer: Option<Pin<Box<Sleep>>>,
+        armed_for: u64,
+        verdict: u8,
         // Bytes of the 408 response already written.
         written_408: usize,
     }
 }
 
 impl<T> ConnIo<T> {
-    /// Wraps `inner`, reporting to `state`.
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+    /// Wraps `inner`, reporting to `state`: a started request head must complete within
+    /// `header_timeout`, and a connection with nothing in flight closes after
+    /// `idle_timeout` without bytes moving.
+    pub fn new(
+        inner: T,
+        state: Arc<ConnState>,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         ConnIo {
             inner,
             state,
+            header_ms: header_timeout.as_millis() as u64,
+            idle_ms: idle_timeout.as_millis() as u64,
+            timer: None,
+            armed_for: 0,
+            verdict: VERDICT_NONE,
             written_408: 0,
         }
     }
@@ -176,36 +164,67 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut this = self.project();
-        match this.state.verdict.load(Ordering::Relaxed) {
-            VERDICT_NONE => {}
-            VERDICT_408 => {
-                // Best effort: write the canned response, then end the stream.
-                while *this.written_408 < RESPONSE_408.len() {
-                    match this
-                        .inner
-                        .as_mut()
-                        .poll_write(cx, &RESPONSE_408[*this.written_408..])
-                    {
-                        Poll::Ready(Ok(n)) if n > 0 => *this.written_408 += n,
-                        Poll::Pending => return Poll::Pending,
-                        _ => break,
+        loop {
+            match *this.verdict {
+                VERDICT_NONE => {}
+                VERDICT_408 => {
+                    // Best effort: write the canned response, then end the stream.
+                    while *this.written_408 < RESPONSE_408.len() {
+                        match this
+                            .inner
+                            .as_mut()
+                            .poll_write(cx, &RESPONSE_408[*this.written_408..])
+                        {
+                            Poll::Ready(Ok(n)) if n > 0 => *this.written_408 += n,
+                            Poll::Pending => return Poll::Pending,
+                            _ => break,
+                        }
                     }
+                    let _ = this.inner.as_mut().poll_flush(cx);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head timeout",
+                    )));
                 }
-                let _ = this.inner.as_mut().poll_flush(cx);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head timeout",
-                )));
+                _ => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "idle timeout",
+                    )))
+                }
             }
-            _ => return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))),
+            let before = buf.filled().len();
+            match this.inner.as_mut().poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    this.state.on_read(buf.filled().len() - before);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            // Waiting for the client: arm the deadline that applies now.
+            let Some((deadline, verdict)) = this.state.deadline(*this.header_ms, *this.idle_ms)
+            else {
+                return Poll::Pending;
+            };
+            if this.state.now_ms() >= deadline {
+                *this.verdict = verdict;
+                continue;
+            }
+            let at = this.state.start + Duration::from_millis(deadline);
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if *this.armed_for != deadline {
+                timer.as_mut().reset(at);
+                *this.armed_for = deadline;
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer fired; the loop re-checks, since activity may have moved the deadline.
+            *this.armed_for = 0;
         }
-        this.state.read_waker.register(cx.waker());
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            this.state.on_read(buf.filled().len() - before);
-        }
-        res
     }
 }
 
@@ -246,52 +265,89 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn wrapped(
+        header: u64,
+        idle: u64,
+    ) -> (
+        ConnIo<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<ConnState>,
+    ) {
+        let (server, client) = tokio::io::duplex(4096);
+        let state = ConnState::new();
+        let io = ConnIo::new(
+            server,
+            state.clone(),
+            Duration::from_secs(header),
+            Duration::from_secs(idle),
+        );
+        (io, client, state)
+    }
 
     #[tokio::test(start_paused = true)]
-    async fn partial_head_gets_408_verdict() {
-        let state = ConnState::new();
-        let dog = tokio::spawn(watchdog(
-            state.clone(),
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-        ));
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        state.on_read(3);
-        tokio::time::sleep(Duration::from_secs(9)).await;
-        assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_NONE);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        dog.await.unwrap();
-        assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_408);
+    async fn partial_head_gets_408() {
+        let (mut io, mut client, _state) = wrapped(10, 60);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let first = io.read(&mut buf).await.unwrap();
+            let started = Instant::now();
+            let err = io.read(&mut buf).await.unwrap_err();
+            (first, started.elapsed(), err.kind())
+        });
+        client.write_all(b"GET").await.unwrap();
+        let (first, waited, kind) = reader.await.unwrap();
+        assert_eq!(first, 3);
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert_eq!(waited.as_secs(), 10);
+        let mut answer = vec![0u8; RESPONSE_408.len()];
+        client.read_exact(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 408"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_connection_closes_after_idle_timeout() {
-        let state = ConnState::new();
+        let (mut io, _client, state) = wrapped(10, 60);
         state.request_started(false);
         state.request_finished();
-        let dog = tokio::spawn(watchdog(
-            state.clone(),
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-        ));
-        tokio::time::sleep(Duration::from_secs(59)).await;
-        assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_NONE);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        dog.await.unwrap();
-        assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_CLOSE);
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
     }
 
     #[tokio::test(start_paused = true)]
     async fn request_in_flight_is_not_idle() {
-        let state = ConnState::new();
+        let (mut io, mut client, state) = wrapped(10, 60);
         state.request_started(false);
-        let dog = tokio::spawn(watchdog(
-            state.clone(),
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-        ));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            io.read(&mut buf).await
+        });
         tokio::time::sleep(Duration::from_secs(300)).await;
-        assert_eq!(state.verdict.load(Ordering::Relaxed), VERDICT_NONE);
-        dog.abort();
+        assert!(!reader.is_finished());
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_keep_a_connection_busy() {
+        let (mut io, mut client, state) = wrapped(10, 60);
+        state.request_started(false);
+        state.request_finished();
+        // Write every 40s for 200s: the 60s idle timeout never passes.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            io.write_all(b"tick").await.unwrap();
+            let mut got = [0u8; 4];
+            client.read_exact(&mut got).await.unwrap();
+        }
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
     }
 }

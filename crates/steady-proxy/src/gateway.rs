@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::{watchdog, ConnIo, ConnState};
+use crate::conn::{ConnIo, ConnState};
 use crate::http::{handle, HttpListener};
 use crate::metrics::Metrics;
 use crate::router::{Route, Router};
@@ -359,11 +360,23 @@ async fn serve_http(
     shutdown: CancellationToken,
 ) {
     match &settings.tls {
-        None => serve_http_io(ctx, &settings, stream, peer, shutdown).await,
+        None => {
+            // h2c with prior knowledge starts with the `PRI` of the HTTP/2 preface; look
+            // without consuming, so neither protocol needs a rewinding wrapper.
+            let h2 = match tokio::time::timeout(settings.idle_timeout, sniff_h2(&stream)).await {
+                Ok(Some(h2)) => h2,
+                // Closed, or nothing sent before the idle timeout.
+                _ => return,
+            };
+            serve_http_io(ctx, &settings, stream, h2, peer, shutdown).await
+        }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(tls)) => serve_http_io(ctx, &settings, tls, peer, shutdown).await,
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_http_io(ctx, &settings, tls, h2, peer, shutdown).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -371,54 +384,91 @@ async fn serve_http(
     }
 }
 
+/// Whether a new plain-text connection speaks HTTP/2 (prior knowledge); `None` if it
+/// closed before saying.
+async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
+    const PREFIX: &[u8] = b"PRI";
+    let mut buf = [0u8; 3];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != PREFIX[..n] {
+            return Some(false);
+        }
+        if n == PREFIX.len() {
+            return Some(true);
+        }
+        // A prefix of `PRI` so far: peek returns at once while bytes wait, so give the
+        // client a moment to send the rest (rare: real clients send the preface whole).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn serve_http_io<T>(
     ctx: Arc<HttpListener>,
     settings: &ConnSettings,
     io: T,
+    h2: bool,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = ConnState::new();
-    let io = TokioIo::new(ConnIo::new(io, state.clone()));
-    let conn_state = state.clone();
+    let io = TokioIo::new(ConnIo::new(
+        io,
+        state.clone(),
+        settings.header_timeout,
+        settings.idle_timeout,
+    ));
     let service =
-        hyper::service::service_fn(move |req| handle(ctx.clone(), peer, conn_state.clone(), req));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .max_headers(settings.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(256);
-    let conn = builder.serve_connection_with_upgrades(io, service);
+        hyper::service::service_fn(move |req| handle(ctx.clone(), peer, state.clone(), req));
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(settings.max_header_bytes.min(u32::MAX as usize) as u32)
+            .max_concurrent_streams(256);
+        let conn = builder.serve_connection(io, service);
+        drive(conn, shutdown, peer, |c| c.graceful_shutdown()).await
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_header_size(settings.max_header_bytes)
+            .max_headers(settings.max_headers);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        drive(conn, shutdown, peer, |c| c.graceful_shutdown()).await
+    }
+}
+
+/// Runs a client connection to completion, asking it to finish its current request and
+/// close once `shutdown` fires.
+async fn drive<C, E>(
+    conn: C,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+    drain: impl Fn(Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
-    let dog = watchdog(state, settings.header_timeout, settings.idle_timeout);
-    tokio::pin!(dog);
-    let mut dog_done = false;
-    let mut draining = false;
-    loop {
-        // Biased: the connection is polled first and the rarely-ready branches after.
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "client connection ended with error");
-                }
-                return;
+    tokio::select! {
+        biased;
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "client connection ended with error");
             }
-            _ = &mut dog, if !dog_done => dog_done = true,
-            _ = shutdown.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
+            return;
         }
+        _ = shutdown.cancelled() => drain(conn.as_mut()),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "client connection ended with error while draining");
     }
 }

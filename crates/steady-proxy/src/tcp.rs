@@ -6,7 +6,7 @@ use std::sync::Arc;
 use steady_balance::Outcome;
 use tokio::net::TcpStream;
 
-use crate::conn::{watchdog, ConnIo, ConnState};
+use crate::conn::{ConnIo, ConnState};
 use crate::upstream::Upstream;
 
 /// Connects `client` to an endpoint of `upstream` and copies bytes both ways until
@@ -52,20 +52,12 @@ pub async fn serve(
         // Keep the endpoint counted as busy while bytes flow, for least-connections.
         let _busy = endpoint.start(tokio::time::Instant::now().into_std());
         // The client socket's wrapper sees bytes both ways; with no request heads to
-        // time out (the h2 flag), its watchdog only enforces the idle timeout.
+        // time out (the h2 flag), it only enforces the idle timeout.
         let state = ConnState::new();
         state.request_started(true);
         state.request_finished();
-        let mut client = ConnIo::new(client, state.clone());
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
-        tokio::pin!(copy);
-        let dog = watchdog(state, idle_timeout, idle_timeout);
-        tokio::pin!(dog);
-        tokio::select! {
-            _ = &mut copy => {}
-            // The verdict makes the wrapper fail the copy at its next read.
-            _ = &mut dog => { let _ = copy.await; }
-        }
+        let mut client = ConnIo::new(client, state, idle_timeout, idle_timeout);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         return;
     }
     tracing::debug!(upstream = %upstream.name, %peer, "no endpoint reachable for tcp connection; closing");

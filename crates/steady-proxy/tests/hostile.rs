@@ -196,6 +196,8 @@ enum Ends {
     /// Never forms a complete head (hyper only re-parses once it sees a blank line), so
     /// the header read timeout ends it: 408, then close.
     HeadTimeout,
+    /// Either of the above, depending on where the parser gives up.
+    BadRequestOrHeadTimeout,
     /// Bytes of another protocol come back (an HTTP/2 GOAWAY), then close.
     Closed,
 }
@@ -227,7 +229,8 @@ async fn garbage_bytes_get_400_or_close_never_a_hang() {
             }
         })
         .collect();
-    let cases: Vec<(&str, Vec<u8>, Ends)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Ends)> =
+        vec![
         ("random binary", random, Ends::BadRequest),
         (
             "NUL and control bytes",
@@ -278,7 +281,9 @@ async fn garbage_bytes_get_400_or_close_never_a_hang() {
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc".to_vec(),
             Ends::BadRequest,
         ),
-        ("printable garbage", printable, Ends::HeadTimeout),
+        // hyper answers 400 once the junk reaches a line end it can parse; a 408 from
+        // the head timeout is as good (the point is a bounded answer, never a hang).
+        ("printable garbage", printable, Ends::BadRequestOrHeadTimeout),
         ("bare LF flood", vec![b'\n'; 1024], Ends::HeadTimeout),
         (
             "HTTP/2 preface then junk",
@@ -295,6 +300,11 @@ async fn garbage_bytes_get_400_or_close_never_a_hang() {
         );
         match ends {
             Ends::BadRequest => assert_eq!(reply.status(), Some(400), "{what}: {:?}", reply.text()),
+            Ends::BadRequestOrHeadTimeout => assert!(
+                matches!(reply.status(), Some(400) | Some(408)),
+                "{what}: {:?}",
+                reply.text()
+            ),
             Ends::HeadTimeout => {
                 assert_eq!(reply.status(), Some(408), "{what}: {:?}", reply.text());
                 assert_error_json(&reply.json(), "client-timeout", 408, "client");
