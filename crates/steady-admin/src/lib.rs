@@ -105,12 +105,24 @@ pub fn upstreams_json(gateway: &Gateway) -> serde_json::Value {
         .upstreams()
         .iter()
         .map(|u| {
+            let reports = gateway.health_reports(&u.name);
             let endpoints: Vec<serde_json::Value> = u
                 .endpoints()
                 .endpoints()
                 .iter()
                 .map(|e| {
+                    let health = reports.as_ref().and_then(|r| {
+                        r.iter().find(|(a, _)| *a == e.addr()).map(|(_, h)| {
+                            serde_json::json!({
+                                "healthy": h.healthy,
+                                "draining": h.draining,
+                                "load": h.load,
+                                "last_error": h.last_error,
+                            })
+                        })
+                    });
                     serde_json::json!({
+                        "health": health,
                         "name": e.name(),
                         "address": e.addr().to_string(),
                         "weight": e.weight(),

@@ -303,8 +303,21 @@ pub struct Upstream {
     /// How often DNS names in `endpoints` are resolved again.
     #[serde(default = "defaults::dns_refresh", deserialize_with = "de_duration")]
     pub dns_refresh: Duration,
+    /// How steady checks its endpoints' health.
+    #[serde(default)]
+    pub health: Option<Health>,
     /// The instances that serve this upstream.
     pub endpoints: Vec<Endpoint>,
+}
+
+/// Health checking of an upstream's endpoints.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Probes steady sends to every endpoint (HTTP, TCP or gRPC) with rise/fall
+    /// thresholds; an endpoint that fails them gets no traffic until it passes again.
+    #[serde(default)]
+    pub active: Option<steady_health::ActiveHealth>,
 }
 
 /// One instance of an upstream.

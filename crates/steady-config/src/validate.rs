@@ -691,6 +691,18 @@ fn check_upstreams(config: &Config, issues: &mut Vec<Issue>) {
             (None, false) => {}
         }
 
+        if let Some(active) = upstream.health.as_ref().and_then(|h| h.active.as_ref()) {
+            if let Err(errors) = active.validate() {
+                for e in errors {
+                    let mut field = path.key("health").key("active");
+                    for part in e.field().split('.') {
+                        field = field.key(part);
+                    }
+                    issues.push(Issue::new(field, e.to_string()));
+                }
+            }
+        }
+
         if upstream.slow_start == Some(Duration::ZERO) {
             issues.push(Issue::new(
                 path.key("slow_start"),

@@ -850,3 +850,50 @@ upstreams:
         HashKeySource::ClientIp
     );
 }
+
+#[test]
+fn health_checks_parse_and_bad_ones_are_located() {
+    let good = "listeners: [{name: web, bind: '127.0.0.1:8080'}]
+routes: [{name: r, listener: web, upstream: app}]
+upstreams:
+  - name: app
+    health:
+      active: {http: {path: /healthz, expect_status: [200, 204]}, interval: 1s, timeout: 500ms}
+    endpoints: [{address: '127.0.0.1:9001'}]
+";
+    let config = parse(good, "steady.yaml").unwrap();
+    let active = config.upstreams[0]
+        .health
+        .as_ref()
+        .unwrap()
+        .active
+        .as_ref()
+        .unwrap();
+    assert_eq!(active.interval, Duration::from_secs(1));
+
+    let bad = "listeners: [{name: web, bind: '127.0.0.1:8080'}]
+routes: [{name: r, listener: web, upstream: app}]
+upstreams:
+  - name: app
+    health:
+      active:
+        http: {path: healthz}
+        interval: 1s
+        timeout: 2s
+    endpoints: [{address: '127.0.0.1:9001'}]
+";
+    let diagnostics = errors(bad);
+    let all: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.path == "upstreams[0].health.active.http.path" && d.line == 7),
+        "{all:#?}"
+    );
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.path == "upstreams[0].health.active.timeout" && d.line == 9),
+        "{all:#?}"
+    );
+}

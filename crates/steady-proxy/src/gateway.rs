@@ -56,6 +56,8 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     ready: AtomicBool,
+    /// Active health checkers, by upstream name.
+    health: Vec<(Arc<str>, steady_health::HealthHandle)>,
 }
 
 /// Binds a listening socket with a deep backlog and `SO_REUSEADDR`.
@@ -236,6 +238,19 @@ impl Gateway {
         for u in &all_upstreams {
             u.spawn_dns_refresh(shutdown.clone());
         }
+        // Active health checks run on the control runtime, beside DNS refresh.
+        let mut health = Vec::new();
+        for u in &config.upstreams {
+            if let Some(active) = u.health.as_ref().and_then(|h| h.active.as_ref()) {
+                let upstream = upstreams[u.name.as_str()].clone();
+                let endpoints = upstream.endpoints().endpoints().to_vec();
+                let span = tracing::info_span!("health", upstream = %u.name);
+                let handle = span.in_scope(|| {
+                    steady_health::spawn(endpoints, active.clone(), shutdown.child_token())
+                });
+                health.push((upstream.name.clone(), handle));
+            }
+        }
         Ok(Arc::new(Gateway {
             addrs,
             upstreams: all_upstreams,
@@ -243,6 +258,7 @@ impl Gateway {
             shutdown,
             tracker,
             ready: AtomicBool::new(true),
+            health,
         }))
     }
 
@@ -261,9 +277,21 @@ impl Gateway {
         &self.metrics
     }
 
-    /// True while listeners accept traffic; false once draining has begun.
+    /// True once listeners accept traffic and every endpoint has had its first health
+    /// check; false once draining has begun.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.health.iter().all(|(_, h)| h.first_round_done())
+    }
+
+    /// Latest active health check results of an upstream's endpoints, if it has checks.
+    pub fn health_reports(
+        &self,
+        upstream: &str,
+    ) -> Option<Vec<(SocketAddr, steady_health::HealthReport)>> {
+        self.health
+            .iter()
+            .find(|(name, _)| &**name == upstream)
+            .map(|(_, h)| h.reports())
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns

@@ -597,3 +597,45 @@ upstreams: [{{name: echo, endpoints: [{{address: '{}'}}]}}]
         "idle TCP connection not closed: {closed:?}"
     );
 }
+
+#[tokio::test]
+async fn active_health_checks_take_failing_endpoints_out_and_back() {
+    let bs = backends(2).await;
+    let addrs: Vec<_> = bs.iter().map(Backend::addr).collect();
+    let health = "    health:\n      active:\n        http: {path: /healthz}\n        interval: 100ms\n        timeout: 50ms\n        healthy_threshold: 1\n        unhealthy_threshold: 1";
+    let gw = start_yaml(&simple_config("round-robin", &addrs, health, "")).await;
+    let wait_for = |want_healthy: bool| {
+        let gateway = gw.gateway.clone();
+        let addr = addrs[0];
+        async move {
+            for _ in 0..200 {
+                let reports = gateway.health_reports("app").unwrap();
+                let r = reports.iter().find(|(a, _)| *a == addr).unwrap();
+                if r.1.last_check.is_some() && r.1.healthy == want_healthy {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("endpoint never became healthy={want_healthy}");
+        }
+    };
+    wait_for(true).await;
+    assert!(
+        gw.gateway.is_ready(),
+        "ready after the first round of checks"
+    );
+
+    bs[0].set_fault(Fault::Status(500));
+    wait_for(false).await;
+    let seen = tally(gw.addr, 10).await;
+    assert_eq!(
+        seen.get("b1"),
+        Some(&10),
+        "all traffic on the healthy endpoint: {seen:?}"
+    );
+
+    bs[0].set_fault(Fault::None);
+    wait_for(true).await;
+    let seen = tally(gw.addr, 10).await;
+    assert_eq!(seen.len(), 2, "back in rotation: {seen:?}");
+}

@@ -63,6 +63,8 @@ struct Shared {
 /// - `/delay/MS`: answers after `MS` milliseconds.
 /// - `/stream/N`: answers with `N` chunks of 1 KiB, flushed one by one.
 /// - `/upgrade`: accepts `Upgrade: echo` (or `websocket`) with 101 and echoes bytes.
+/// - `/fault/STATUS/SECONDS`: answers STATUS to every request for SECONDS, then recovers
+///   (`steady demo` uses it to show health checks taking a backend out).
 /// - anything else: a JSON description of the request (`backend`, `method`, `path`,
 ///   `headers`, `version`).
 pub struct Backend {
@@ -206,6 +208,38 @@ async fn handle(
     let path = req.uri().path().to_string();
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     match (segments.next(), segments.next()) {
+        (Some("fault"), Some(rest)) => {
+            // `/fault/STATUS/SECONDS`: answer STATUS to everything for SECONDS (max 600).
+            let mut it = rest.splitn(2, '/');
+            let code = it
+                .next()
+                .and_then(|c| c.parse::<u16>().ok())
+                .filter(|c| (200..600).contains(c));
+            let secs = it
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(10)
+                .min(600);
+            let Some(code) = code else {
+                return Ok(json_response(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "use /fault/STATUS/SECONDS"}),
+                ));
+            };
+            *state.fault.lock().expect("fault lock") = Fault::Status(code);
+            let shared = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                let mut fault = shared.fault.lock().expect("fault lock");
+                if *fault == Fault::Status(code) {
+                    *fault = Fault::None;
+                }
+            });
+            Ok(json_response(
+                StatusCode::OK,
+                serde_json::json!({"backend": state.name, "fault": code, "seconds": secs}),
+            ))
+        }
         (Some("echo"), _) => {
             let mut builder = Response::builder().header("x-backend", state.name.as_str());
             if let Some(ct) = req.headers().get("content-type") {

@@ -29,6 +29,13 @@ routes:
 upstreams:
   - name: demo
     balance: round-robin
+    health:
+      active:
+        http: {{path: /healthz}}
+        interval: 1s
+        timeout: 500ms
+        healthy_threshold: 2
+        unhealthy_threshold: 2
     endpoints:
 {endpoints}"
     )
@@ -90,8 +97,12 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             println!("  for i in 1 2 3 4 5 6; do curl -s http://{web}/hello; echo; done   # backend rotates a, b, c");
             println!("  curl -s http://{web}/status/503 -o /dev/null -w '%{{http_code}}\\n'   # upstream status passes through");
             println!(
-                "  curl -s http://{admin}/api/upstreams   # endpoints, weights, in-flight, latency"
+                "  curl -s http://{admin}/api/upstreams   # endpoints: health, weight, in-flight, latency"
             );
+            println!(
+                "  curl -s http://{web}/fault/500/15   # the backend that answers fails for 15s:"
+            );
+            println!("      # its health checks fail, it leaves the rotation within ~2s, and returns after");
             println!("  curl -s http://{admin}/metrics | grep steady_requests_total");
             println!("  curl -s http://{admin}/readyz");
             println!();
