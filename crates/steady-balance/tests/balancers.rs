@@ -29,6 +29,15 @@ fn round_robin_takes_turns_ignoring_weights() {
 }
 
 #[test]
+fn round_robin_shares_evenly_around_an_unavailable_endpoint() {
+    let t0 = Instant::now();
+    let endpoints = eps(&[1, 1, 1, 1], t0);
+    endpoints[0].set_available(false);
+    let s = set(endpoints, Algorithm::RoundRobin);
+    assert_eq!(count_picks(&s, 3000, t0), [0, 1000, 1000, 1000]);
+}
+
+#[test]
 fn smooth_wrr_matches_nginx_sequence() {
     let t0 = Instant::now();
     let s = set(eps(&[5, 1, 1], t0), Algorithm::WeightedRoundRobin);
