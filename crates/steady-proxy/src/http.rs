@@ -171,10 +171,23 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: Uri = format!("http://{}{}", endpoint.addr(), path_and_query)
-        .parse()
-        .map_err(|_| Kind::BadRequest)?;
+    let pool = upstream.pool();
+    let uri: Uri = if pool.is_some() {
+        // Our HTTP/1.1 pool sends the target as given: origin-form, which is what
+        // HTTP/1.1 clients send anyway (no copy then).
+        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            std::mem::take(&mut parts.uri)
+        } else {
+            let pq = parts.uri.path_and_query().cloned();
+            Uri::from(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")))
+        }
+    } else {
+        // hyper-util's client wants an absolute URI to pick its pool.
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        format!("http://{}{}", endpoint.addr(), path_and_query)
+            .parse()
+            .map_err(|_| Kind::BadRequest)?
+    };
     let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
     let mut upstream_req = Request::new(RequestBody::new(
         body,
@@ -189,9 +202,24 @@ async fn forward(
 
     // Forward.
     let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
-    let result = tokio::time::timeout(route.timeout, upstream.client().request(upstream_req)).await;
+    let exchange = async {
+        match pool {
+            Some(pool) => match pool.send(endpoint.addr(), upstream_req).await {
+                Ok((response, lease)) => Ok((response, Some(lease))),
+                Err(e) => Err((
+                    matches!(e, crate::pool::PoolError::Connect { .. }),
+                    e.to_string(),
+                )),
+            },
+            None => match upstream.client().request(upstream_req).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err((e.is_connect(), e.to_string())),
+            },
+        }
+    };
+    let result = tokio::time::timeout(route.timeout, exchange).await;
     let now = tokio::time::Instant::now().into_std();
-    let mut response = match result {
+    let response = match result {
         Err(_elapsed) => {
             // Still waiting for the client's body: the client is slow, not the endpoint.
             if verdict.as_deref().is_some_and(|v| !v.complete()) {
@@ -201,12 +229,12 @@ async fn forward(
             in_flight.finish(now, Outcome::Failure);
             return Err(Kind::Timeout);
         }
-        Ok(Err(e)) => {
+        Ok(Err((is_connect, e))) => {
             let kind = match verdict.as_deref() {
                 Some(v) if v.too_large() => Kind::BodyTooLarge,
                 Some(v) if v.broken() => Kind::ClientAborted,
                 Some(v) if v.timed_out() => Kind::ClientTimeout,
-                _ if e.is_connect() => Kind::Connect,
+                _ if is_connect => Kind::Connect,
                 _ => Kind::UpstreamProtocol,
             };
             tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
@@ -218,8 +246,9 @@ async fn forward(
             }
             return Err(kind);
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(exchanged)) => exchanged,
     };
+    let (mut response, mut lease) = response;
     let status = response.status();
     let outcome = if matches!(status.as_u16(), 502..=504) {
         Outcome::Failure
@@ -235,6 +264,10 @@ async fn forward(
             // An upstream may not switch protocols unasked.
             return Err(Kind::UpstreamProtocol);
         };
+        // The upgraded connection belongs to the tunnel now, never to the pool.
+        if let Some(lease) = lease.as_mut() {
+            lease.detach();
+        }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         listener
             .tracker
@@ -246,7 +279,10 @@ async fn forward(
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    Ok(response.map(ResponseBody::from))
+    Ok(match lease.take() {
+        Some(lease) => response.map(|body| ResponseBody::pooled(body, lease)),
+        None => response.map(ResponseBody::from),
+    })
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes.

@@ -15,6 +15,7 @@
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
+//! - [`pool`]: steady's own per-worker pool of HTTP/1.1 upstream connections.
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
 //! - [`body`]: streaming request/response bodies and the request size limit.
 //! - [`error`]: the request-path error and the one function that maps it to a response.
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod headers;
 pub mod http;
 pub mod metrics;
+pub mod pool;
 pub mod router;
 pub mod tcp;
 pub mod tls;

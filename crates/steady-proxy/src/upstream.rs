@@ -30,6 +30,8 @@ pub struct Upstream {
     /// Pooled keep-alive connections to every endpoint, one pool per worker so a
     /// request and its upstream connection stay on one thread.
     clients: Vec<HttpClient>,
+    /// steady's own HTTP/1.1 pools, one per worker (`None` for h2c upstreams).
+    pools: Option<Vec<Arc<crate::pool::Pool>>>,
     /// Deadline for a TCP connect to one endpoint.
     pub connect_timeout: Duration,
     configured: Vec<steady_config::Endpoint>,
@@ -70,6 +72,17 @@ impl Upstream {
         if config.protocol == UpstreamProtocol::H2c {
             builder.http2_only(true);
         }
+        let pools = (config.protocol == UpstreamProtocol::Http1).then(|| {
+            (0..workers.max(1))
+                .map(|_| {
+                    Arc::new(crate::pool::Pool::new(
+                        config.connect_timeout,
+                        config.pool_idle_timeout,
+                        config.pool_max_idle_per_endpoint,
+                    ))
+                })
+                .collect()
+        });
         let clients = (0..workers.max(1))
             .map(|_| builder.build(connector.clone()))
             .collect();
@@ -79,12 +92,20 @@ impl Upstream {
             balancer,
             hash: config.hash.as_ref().map(|h| h.key_source()),
             clients,
+            pools,
             connect_timeout: config.connect_timeout,
             configured: config.endpoints.clone(),
             dns_refresh: config.dns_refresh,
         };
         upstream.resolve().await;
         Arc::new(upstream)
+    }
+
+    /// The current worker's HTTP/1.1 pool, or `None` for h2c upstreams.
+    pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
+        self.pools
+            .as_ref()
+            .map(|p| &p[crate::worker::current() % p.len()])
     }
 
     /// The pooled client of the current worker.

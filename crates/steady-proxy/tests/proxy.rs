@@ -639,3 +639,71 @@ async fn active_health_checks_take_failing_endpoints_out_and_back() {
     let seen = tally(gw.addr, 10).await;
     assert_eq!(seen.len(), 2, "back in rotation: {seen:?}");
 }
+
+/// A keep-alive HTTP/1.1 backend that counts the connections it accepts and, when
+/// `close_after` is set, closes each connection after that many responses (without
+/// saying so), as backends with short keep-alive timeouts do.
+async fn counting_backend(
+    close_after: Option<usize>,
+) -> (
+    steady_testkit::RawServer,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    let server = steady_testkit::RawServer::start(move |mut s: TcpStream| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut served = 0;
+            loop {
+                let head = steady_testkit::read_head(&mut s).await.unwrap_or_default();
+                if head.is_empty() {
+                    return;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                served += 1;
+                if close_after == Some(served) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (server, conns)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (server, conns) = counting_backend(None).await;
+    let gw = start(&[server.addr()]).await;
+    for _ in 0..20 {
+        let a = get(gw.addr, "/").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(&a.body[..], b"ok");
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled connection serves them all"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
+    let (server, conns) = counting_backend(Some(1)).await;
+    let gw = start(&[server.addr()]).await;
+    for _ in 0..10 {
+        let a = get(gw.addr, "/").await;
+        assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
+        // Let the backend's close arrive before the next request, as a keep-alive
+        // timeout would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
