@@ -73,18 +73,32 @@ pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
-    let client = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {client}"),
-        _ => client,
+    use std::io::Write as _;
+    // Formatted on the stack: the common case (no prior hop) allocates only the value.
+    let mut buf = [0u8; 64];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{client}");
+        cursor.position() as usize
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let ip = &buf[..len];
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) if !prior.is_empty() => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_bytes(&v)
+        }
+        _ => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 }
@@ -163,7 +177,7 @@ mod tests {
             &mut h,
             "127.0.0.1".parse().unwrap(),
             "http",
-            Some("a.example"),
+            Some(HeaderValue::from_static("a.example")),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

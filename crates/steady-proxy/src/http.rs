@@ -141,14 +141,11 @@ async fn forward(
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    // X-Forwarded-Host carries the host exactly as the client sent it, port included.
+    // X-Forwarded-Host carries the host exactly as the client sent it, port included
+    // (a clone of the parsed value: no copy).
     let host = match parts.uri.authority() {
-        Some(a) => Some(a.as_str().to_owned()),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     };
     // The target's authority wins over Host: HTTP/2 carries the host only in :authority,
     // and an absolute-form HTTP/1.1 target replaces Host (RFC 9112 §3.2.2). Routing
@@ -161,12 +158,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     // steady answers `Expect: 100-continue` itself when it starts reading the body.
     parts.headers.remove(header::EXPECT);
-    headers::set_forwarded(
-        &mut parts.headers,
-        client.ip(),
-        listener.scheme,
-        host.as_deref(),
-    );
+    headers::set_forwarded(&mut parts.headers, client.ip(), listener.scheme, host);
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
