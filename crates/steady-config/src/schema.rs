@@ -318,6 +318,59 @@ pub struct Health {
     /// thresholds; an endpoint that fails them gets no traffic until it passes again.
     #[serde(default)]
     pub active: Option<steady_health::ActiveHealth>,
+    /// Outlier detection from live traffic: endpoints that keep failing requests are
+    /// ejected for a growing, jittered time.
+    #[serde(default)]
+    pub passive: Option<Passive>,
+}
+
+/// Passive health checking (Envoy's outlier detection) of an upstream's endpoints.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Passive {
+    /// Failed requests in a row (5xx, connect failure, reset, timeout) that eject an
+    /// endpoint; `null` turns the rule off.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: Option<u32>,
+    /// Gateway failures in a row (502/503/504, connect failure, reset, timeout) that
+    /// eject an endpoint; off unless set.
+    #[serde(default)]
+    pub consecutive_gateway_failures: Option<u32>,
+    /// How often success-rate ejection is evaluated and ejections expire.
+    #[serde(
+        default = "defaults::outlier_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub interval: Duration,
+    /// Ejection time of a first ejection; the n-th ejection lasts n times as long.
+    #[serde(default = "defaults::base_ejection", deserialize_with = "de_duration")]
+    pub base_ejection: Duration,
+    /// Longest ejection (before up to 1s of jitter).
+    #[serde(default = "defaults::max_ejection", deserialize_with = "de_duration")]
+    pub max_ejection: Duration,
+    /// Largest share of endpoints ejected at once, in percent.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u32,
+    /// Below this share of available endpoints (percent), balance over all of them.
+    #[serde(default = "defaults::panic_threshold")]
+    pub panic_threshold: u32,
+}
+
+impl Passive {
+    /// The detector settings these stand for (success-rate ejection on with Envoy's
+    /// defaults; it only acts with at least 5 endpoints of 100 requests an interval).
+    pub fn outlier_config(&self) -> steady_balance::OutlierConfig {
+        steady_balance::OutlierConfig {
+            consecutive_failures: self.consecutive_failures,
+            consecutive_gateway_failures: self.consecutive_gateway_failures,
+            interval: self.interval,
+            base_ejection: self.base_ejection,
+            max_ejection: self.max_ejection,
+            max_ejection_percent: self.max_ejection_percent,
+            panic_threshold: self.panic_threshold,
+            ..steady_balance::OutlierConfig::default()
+        }
+    }
 }
 
 /// One instance of an upstream.
@@ -561,6 +614,24 @@ pub mod defaults {
     }
     pub(crate) fn dns_refresh() -> Duration {
         Duration::from_secs(30)
+    }
+    pub(crate) fn consecutive_failures() -> Option<u32> {
+        Some(5)
+    }
+    pub(crate) fn outlier_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(crate) fn base_ejection() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(crate) fn max_ejection() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub(crate) fn max_ejection_percent() -> u32 {
+        10
+    }
+    pub(crate) fn panic_threshold() -> u32 {
+        50
     }
     pub(crate) fn weight() -> u32 {
         1

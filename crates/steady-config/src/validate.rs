@@ -703,6 +703,12 @@ fn check_upstreams(config: &Config, issues: &mut Vec<Issue>) {
             }
         }
 
+        if let Some(passive) = upstream.health.as_ref().and_then(|h| h.passive.as_ref()) {
+            if let Err(e) = passive.outlier_config().validate() {
+                issues.push(Issue::new(path.key("health").key("passive"), e.to_string()));
+            }
+        }
+
         if upstream.slow_start == Some(Duration::ZERO) {
             issues.push(Issue::new(
                 path.key("slow_start"),

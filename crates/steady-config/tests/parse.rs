@@ -897,3 +897,37 @@ upstreams:
         "{all:#?}"
     );
 }
+
+#[test]
+fn passive_health_parses_and_rejects_bad_percentages() {
+    let yaml = |extra: &str| {
+        format!(
+            "listeners: [{{name: web, bind: '127.0.0.1:8080'}}]
+routes: [{{name: r, listener: web, upstream: app}}]
+upstreams:
+  - name: app
+    health:
+      passive: {{consecutive_failures: 3, base_ejection: 10s{extra}}}
+    endpoints: [{{address: '127.0.0.1:9001'}}]
+"
+        )
+    };
+    let config = parse(&yaml(", max_ejection_percent: 50"), "steady.yaml").unwrap();
+    let passive = config.upstreams[0]
+        .health
+        .as_ref()
+        .unwrap()
+        .passive
+        .as_ref()
+        .unwrap();
+    assert_eq!(passive.consecutive_failures, Some(3));
+    assert_eq!(passive.outlier_config().max_ejection_percent, 50);
+
+    let diagnostics = errors(&yaml(", max_ejection_percent: 150"));
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.path == "upstreams[0].health.passive" && d.line == 6),
+        "{diagnostics:#?}"
+    );
+}

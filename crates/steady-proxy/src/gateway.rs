@@ -237,6 +237,7 @@ impl Gateway {
         }
         for u in &all_upstreams {
             u.spawn_dns_refresh(shutdown.clone());
+            u.spawn_outlier_evaluation(shutdown.clone());
         }
         // Active health checks run on the control runtime, beside DNS refresh.
         let mut health = Vec::new();

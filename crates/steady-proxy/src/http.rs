@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use steady_balance::Outcome;
+use steady_balance::{Outcome, RequestResult};
 use tokio_util::task::TaskTracker;
 
 use crate::body::{BodyVerdict, RequestBody, ResponseBody};
@@ -219,6 +219,7 @@ async fn forward(
                 return Err(Kind::ClientTimeout);
             }
             in_flight.finish(now, Outcome::Failure);
+            upstream.record(endpoint.addr(), RequestResult::GatewayFailure);
             return Err(Kind::Timeout);
         }
         Ok(Err((is_connect, e))) => {
@@ -235,6 +236,12 @@ async fn forward(
                 drop(in_flight);
             } else {
                 in_flight.finish(now, Outcome::Failure);
+                let result = if kind == Kind::Connect {
+                    RequestResult::ConnectFailure
+                } else {
+                    RequestResult::GatewayFailure
+                };
+                upstream.record(endpoint.addr(), result);
             }
             return Err(kind);
         }
@@ -248,6 +255,7 @@ async fn forward(
         Outcome::Success
     };
     in_flight.finish(now, outcome);
+    upstream.record(endpoint.addr(), RequestResult::from_status(status.as_u16()));
 
     // Answer.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;

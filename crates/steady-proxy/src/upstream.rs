@@ -2,14 +2,17 @@
 //! the hash key a request is balanced by, and the pooled HTTP client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use steady_balance::{Algorithm, BalancerConfig, Endpoint, EndpointSet, Pick};
+use steady_balance::{
+    Algorithm, BalancerConfig, Endpoint, EndpointSet, OutlierDetector, OutlierEvent, Pick,
+    RequestResult,
+};
 use steady_config::{Balance, HashKeySource, UpstreamProtocol};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,10 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     configured: Vec<steady_config::Endpoint>,
     dns_refresh: Duration,
+    /// Passive health: ejects endpoints that keep failing live requests.
+    outlier: Option<Mutex<OutlierDetector>>,
+    /// Below this share of available endpoints, balance over all (with `outlier`).
+    panic_threshold: Option<u32>,
 }
 
 fn algorithm(b: Balance) -> Algorithm {
@@ -54,6 +61,7 @@ impl Upstream {
     /// Builds an upstream, resolving DNS names once (failures leave those endpoints out
     /// until a later refresh succeeds).
     pub async fn build(config: &steady_config::Upstream, workers: usize) -> Arc<Upstream> {
+        let passive = config.health.as_ref().and_then(|h| h.passive.as_ref());
         let balancer = BalancerConfig {
             algorithm: algorithm(config.balance),
             slow_start: config.slow_start,
@@ -86,7 +94,7 @@ impl Upstream {
         let clients = (0..workers.max(1))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        let upstream = Upstream {
+        let mut upstream = Upstream {
             name: config.name.as_str().into(),
             set: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &balancer)),
             balancer,
@@ -96,8 +104,20 @@ impl Upstream {
             connect_timeout: config.connect_timeout,
             configured: config.endpoints.clone(),
             dns_refresh: config.dns_refresh,
+            outlier: None,
+            panic_threshold: passive.map(|p| p.panic_threshold),
         };
         upstream.resolve().await;
+        if let Some(passive) = passive {
+            let endpoints = upstream.endpoints().endpoints().to_vec();
+            match OutlierDetector::try_new(passive.outlier_config(), endpoints, fastrand::u64(..)) {
+                Ok(detector) => upstream.outlier = Some(Mutex::new(detector)),
+                // Validation rejects such configs; never take traffic down over it.
+                Err(e) => {
+                    tracing::error!(upstream = %upstream.name, error = %e, "outlier detection off")
+                }
+            }
+        }
         Arc::new(upstream)
     }
 
@@ -169,8 +189,12 @@ impl Upstream {
                 .any(|(a, b)| !Arc::ptr_eq(a, b));
         if changed {
             tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoint set updated");
-            self.set
-                .store(Arc::new(EndpointSet::new(next, &self.balancer)));
+            if let Some(outlier) = &self.outlier {
+                lock(outlier).set_endpoints(next.clone());
+            }
+            let set =
+                EndpointSet::new(next, &self.balancer).with_panic_threshold(self.panic_threshold);
+            self.set.store(Arc::new(set));
         }
     }
 
@@ -185,6 +209,34 @@ impl Upstream {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(this.dns_refresh) => this.resolve().await,
+                }
+            }
+        });
+    }
+
+    /// Feeds one request's result to outlier detection, if it is on.
+    pub fn record(&self, addr: SocketAddr, result: RequestResult) {
+        if let Some(outlier) = &self.outlier {
+            let now = Instant::now().into_std();
+            let events = lock(outlier).record(addr, now, result);
+            log_events(&self.name, events);
+        }
+    }
+
+    /// Runs outlier detection's interval step (success rate, expiries) until `shutdown`.
+    pub fn spawn_outlier_evaluation(self: &Arc<Self>, shutdown: CancellationToken) {
+        let Some(outlier) = &self.outlier else { return };
+        let interval = lock(outlier).config().interval;
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if let Some(outlier) = &this.outlier {
+                    let events = lock(outlier).evaluate(Instant::now().into_std());
+                    log_events(&this.name, events);
                 }
             }
         });
@@ -213,6 +265,32 @@ impl Upstream {
     pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let now = Instant::now().into_std();
         self.set.load().pick(&Pick { hash, now, avoid })
+    }
+}
+
+fn lock(m: &Mutex<OutlierDetector>) -> std::sync::MutexGuard<'_, OutlierDetector> {
+    // A panic elsewhere while holding it leaves counters, not broken invariants.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn log_events(upstream: &str, events: Vec<OutlierEvent>) {
+    for event in events {
+        match event {
+            OutlierEvent::Ejected {
+                addr,
+                reason,
+                duration,
+                multiplier,
+            } => tracing::warn!(
+                %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
+            ),
+            OutlierEvent::EjectionSkipped { addr, reason } => tracing::info!(
+                %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
+            ),
+            OutlierEvent::Readmitted { addr, reason } => {
+                tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
+            }
+        }
     }
 }
 

@@ -707,3 +707,34 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 10);
 }
+
+#[tokio::test]
+async fn passive_outlier_detection_ejects_an_endpoint_that_keeps_failing() {
+    let bs = backends(2).await;
+    let addrs: Vec<_> = bs.iter().map(Backend::addr).collect();
+    let passive = "    health:\n      passive: {consecutive_failures: 3, base_ejection: 30s, max_ejection_percent: 50}";
+    let gw = start_yaml(&simple_config("round-robin", &addrs, passive, "")).await;
+    bs[0].set_fault(Fault::Status(500));
+    // Round robin alternates, so six requests give b0 its three failures in a row.
+    let mut errors = 0;
+    for _ in 0..6 {
+        if get(gw.addr, "/").await.status == 500 {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 3);
+    let ep = gw.gateway.upstreams()[0]
+        .endpoints()
+        .endpoints()
+        .iter()
+        .find(|e| e.addr() == addrs[0])
+        .cloned()
+        .unwrap();
+    assert!(ep.is_ejected(), "b0 ejected after 3 failures in a row");
+    let seen = tally(gw.addr, 10).await;
+    assert_eq!(
+        seen.get("b1"),
+        Some(&10),
+        "ejected endpoint gets no traffic: {seen:?}"
+    );
+}
