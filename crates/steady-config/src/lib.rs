@@ -13,6 +13,8 @@
 //!
 //! - [`schema`]: the serde types of `steady.yaml` (the contract with the other
 //!   crates), their defaults, and lookup helpers such as [`Config::routes_for`].
+//! - [`health`]: the `health.active` block (HTTP/TCP/gRPC probes, thresholds) and its
+//!   checks; `steady-health` runs it.
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
 //! - `parse`: text to [`Config`]; recovers after each serde error so that all
 //!   of them are reported ([`parse()`], [`load`]).
@@ -24,6 +26,7 @@
 //! The full reference of every field is `docs/configuration.md`.
 
 mod diagnostic;
+pub mod health;
 mod locate;
 mod parse;
 pub mod schema;

@@ -317,7 +317,7 @@ pub struct Health {
     /// Probes steady sends to every endpoint (HTTP, TCP or gRPC) with rise/fall
     /// thresholds; an endpoint that fails them gets no traffic until it passes again.
     #[serde(default)]
-    pub active: Option<steady_health::ActiveHealth>,
+    pub active: Option<crate::health::ActiveHealth>,
     /// Outlier detection from live traffic: endpoints that keep failing requests are
     /// ejected for a growing, jittered time.
     #[serde(default)]

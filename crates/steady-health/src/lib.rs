@@ -23,8 +23,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`ActiveHealth`] and [`Check`], the `active:` YAML block with defaults,
-//!   its duration parser and [`ActiveHealth::validate`].
+//! - [`config`]: [`ActiveHealth`] and [`Check`], the `active:` YAML block with defaults
+//!   and [`ActiveHealth::validate`]; it lives in `steady_config::health` with the rest of
+//!   the schema and is re-exported here.
 //! - [`state`]: [`HealthState`], the pure rise/fall threshold machine returning
 //!   [`Transition`]s (property-tested).
 //! - [`signals`]: load and drain reports read from response headers or a JSON body.
@@ -33,15 +34,15 @@
 //! - [`runner`]: [`Checker`] (probe + state + availability for one endpoint) and
 //!   [`spawn`], which runs one jittered task per endpoint behind a [`HealthHandle`].
 
-pub mod config;
 pub mod grpc;
 pub mod probe;
 pub mod runner;
 pub mod signals;
 pub mod state;
 
-pub use config::{ActiveHealth, Check, ConfigError, Initial};
 pub use probe::{probe, ProbeError, ProbeOutcome};
 pub use runner::{spawn, Checker, HealthHandle, HealthReport};
 pub use signals::Signals;
 pub use state::{HealthState, Transition};
+pub use steady_config::health as config;
+pub use steady_config::health::{ActiveHealth, Check, ConfigError, Initial};

@@ -12,11 +12,11 @@
 //!
 //! The check kind is one key among the others (`http`, `tcp: {}` or `grpc: {service: ""}`).
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::units::de_duration;
 
 /// Active health checking of every endpoint of one upstream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -322,60 +322,6 @@ where
     T: Deserialize<'de> + Default,
 {
     Option::<T>::deserialize(deserializer).map(|v| Some(v.unwrap_or_default()))
-}
-
-/// Parses a duration with a unit, such as `250ms`, `5s` or `1m30s`.
-///
-/// A bare number is refused: `5` could mean seconds or milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "`{trimmed}` has no unit; write `{trimmed}s` or `{trimmed}ms`"
-        ));
-    }
-    humantime::parse_duration(trimmed).map_err(|e| {
-        format!(
-            "`{trimmed}` is not a duration ({e}); write a number with a unit, like `250ms` or `5s`"
-        )
-    })
-}
-
-/// Deserializes a [`Duration`] written with a unit (serde `deserialize_with`).
-pub fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration with a unit, like `250ms` or `5s`")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "`{v}` has no unit; write `{v}s` or `{v}ms`"
-            )))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "`{v}` has no unit; a duration looks like `250ms` or `5s`"
-            )))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "`{v}` has no unit; write a whole number with a unit, like `1500ms`"
-            )))
-        }
-    }
-
-    deserializer.deserialize_any(DurationVisitor)
 }
 
 #[cfg(test)]
