@@ -40,20 +40,31 @@ pub struct ConnState {
     last_activity: AtomicU64,
     /// Requests whose response head has not been returned yet.
     in_flight: AtomicUsize,
-    /// HTTP/2 has no request heads to time out between requests.
-    is_h2: AtomicBool,
+    /// No request heads to time out between requests: HTTP/2 (frames, not heads) and
+    /// L4 tunnels.
+    headless: AtomicBool,
 }
 
 impl ConnState {
     /// Creates the state of a new connection.
     pub fn new() -> Arc<ConnState> {
+        Self::with_heads(true)
+    }
+
+    /// Creates the state of a connection that carries no request heads (an L4
+    /// tunnel): only the idle timeout applies.
+    pub fn headless() -> Arc<ConnState> {
+        Self::with_heads(false)
+    }
+
+    fn with_heads(heads: bool) -> Arc<ConnState> {
         Arc::new(ConnState {
             start: Instant::now(),
-            awaiting_head: AtomicBool::new(true),
+            awaiting_head: AtomicBool::new(heads),
             head_started: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            is_h2: AtomicBool::new(false),
+            headless: AtomicBool::new(!heads),
         })
     }
 
@@ -64,7 +75,7 @@ impl ConnState {
     /// Marks a request head as complete; called when the handler starts.
     pub fn request_started(&self, h2: bool) {
         if h2 {
-            self.is_h2.store(true, Ordering::Relaxed);
+            self.headless.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.awaiting_head.store(false, Ordering::Relaxed);
@@ -86,7 +97,7 @@ impl ConnState {
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
         if self.awaiting_head.load(Ordering::Relaxed)
-            && !self.is_h2.load(Ordering::Relaxed)
+            && !self.headless.load(Ordering::Relaxed)
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);

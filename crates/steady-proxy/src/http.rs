@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -65,7 +64,8 @@ async fn proxy(
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let start = Instant::now();
+    // One clock read serves the pick, the endpoint's latency sample and the metrics.
+    let start = tokio::time::Instant::now().into_std();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
 
@@ -78,7 +78,16 @@ async fn proxy(
         return error_response(Kind::NoRoute, Some(&request_id));
     };
 
-    let response = forward(listener, route, client, &mut parts, body, &request_id).await;
+    let response = forward(
+        listener,
+        route,
+        client,
+        &mut parts,
+        body,
+        &request_id,
+        start,
+    )
+    .await;
     let response = match response {
         Ok(r) => r,
         Err(kind) => {
@@ -119,6 +128,7 @@ async fn forward(
     parts: &mut http::request::Parts,
     body: Incoming,
     request_id: &HeaderValue,
+    start: std::time::Instant,
 ) -> Result<Response<ResponseBody>, Kind> {
     // Refuse an announced oversized body before touching the upstream.
     if let Some(len) = body.size_hint().exact() {
@@ -130,7 +140,7 @@ async fn forward(
     // Pick.
     let upstream = &route.upstream;
     let hash = upstream.request_hash(parts, client.ip());
-    let endpoint = upstream.pick(hash, &[]).ok_or(Kind::NoEndpoint)?;
+    let endpoint = upstream.pick(hash, &[], start).ok_or(Kind::NoEndpoint)?;
 
     // Rewrite the request for the upstream.
     let upgrade = if parts.version == Version::HTTP_11 {
@@ -193,7 +203,7 @@ async fn forward(
     *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
 
     // Forward.
-    let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
+    let in_flight = endpoint.start(start);
     let exchange = async {
         match pool {
             Some(pool) => match pool.send(endpoint.addr(), upstream_req).await {
@@ -219,7 +229,7 @@ async fn forward(
                 return Err(Kind::ClientTimeout);
             }
             in_flight.finish(now, Outcome::Failure);
-            upstream.record(endpoint.addr(), RequestResult::GatewayFailure);
+            upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure);
             return Err(Kind::Timeout);
         }
         Ok(Err((is_connect, e))) => {
@@ -241,7 +251,7 @@ async fn forward(
                 } else {
                     RequestResult::GatewayFailure
                 };
-                upstream.record(endpoint.addr(), result);
+                upstream.record(endpoint.addr(), now, result);
             }
             return Err(kind);
         }
@@ -255,7 +265,11 @@ async fn forward(
         Outcome::Success
     };
     in_flight.finish(now, outcome);
-    upstream.record(endpoint.addr(), RequestResult::from_status(status.as_u16()));
+    upstream.record(
+        endpoint.addr(),
+        now,
+        RequestResult::from_status(status.as_u16()),
+    );
 
     // Answer.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;

@@ -164,14 +164,6 @@ struct EndpointCollector {
     upstreams: Vec<Arc<Upstream>>,
 }
 
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
 impl Collector for EndpointCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let gauges: [(&str, &str, ReadGauge); 3] = [

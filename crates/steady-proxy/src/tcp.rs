@@ -22,14 +22,15 @@ pub async fn serve(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let attempts = upstream.endpoints().endpoints().len().clamp(1, 3);
     for _ in 0..attempts {
-        let Some(endpoint) = upstream.pick(hash, &tried) else {
+        let now = tokio::time::Instant::now().into_std();
+        let Some(endpoint) = upstream.pick(hash, &tried, now) else {
             break;
         };
         if tried.contains(&endpoint.addr()) {
             break;
         }
         tried.push(endpoint.addr());
-        let in_flight = endpoint.start(tokio::time::Instant::now().into_std());
+        let in_flight = endpoint.start(now);
         let connect = tokio::time::timeout(
             upstream.connect_timeout,
             TcpStream::connect(endpoint.addr()),
@@ -51,11 +52,8 @@ pub async fn serve(
         in_flight.finish(tokio::time::Instant::now().into_std(), Outcome::Success);
         // Keep the endpoint counted as busy while bytes flow, for least-connections.
         let _busy = endpoint.start(tokio::time::Instant::now().into_std());
-        // The client socket's wrapper sees bytes both ways; with no request heads to
-        // time out (the h2 flag), it only enforces the idle timeout.
-        let state = ConnState::new();
-        state.request_started(true);
-        state.request_finished();
+        // The client socket's wrapper sees bytes both ways and enforces the idle timeout.
+        let state = ConnState::headless();
         let mut client = ConnIo::new(client, state, idle_timeout, idle_timeout);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         return;

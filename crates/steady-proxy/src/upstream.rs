@@ -45,6 +45,14 @@ pub struct Upstream {
     panic_threshold: Option<u32>,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 fn algorithm(b: Balance) -> Algorithm {
     match b {
         Balance::RoundRobin => Algorithm::RoundRobin,
@@ -214,10 +222,9 @@ impl Upstream {
         });
     }
 
-    /// Feeds one request's result to outlier detection, if it is on.
-    pub fn record(&self, addr: SocketAddr, result: RequestResult) {
+    /// Feeds one request's result, known at `now`, to outlier detection, if it is on.
+    pub fn record(&self, addr: SocketAddr, now: std::time::Instant, result: RequestResult) {
         if let Some(outlier) = &self.outlier {
-            let now = Instant::now().into_std();
             let events = lock(outlier).record(addr, now, result);
             log_events(&self.name, events);
         }
@@ -261,9 +268,13 @@ impl Upstream {
         self.hash.as_ref().map(|_| ip_hash(client))
     }
 
-    /// Picks an endpoint for a request.
-    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
-        let now = Instant::now().into_std();
+    /// Picks an endpoint for a request arriving at `now` (slow start reads it).
+    pub fn pick(
+        &self,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+        now: std::time::Instant,
+    ) -> Option<Arc<Endpoint>> {
         self.set.load().pick(&Pick { hash, now, avoid })
     }
 }
