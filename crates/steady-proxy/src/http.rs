@@ -21,6 +21,7 @@ use crate::conn::ConnState;
 use crate::error::{error_response, Kind};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::router::{Route, Router};
+use crate::upstream::Transport;
 
 /// Everything a request on one HTTP listener needs.
 pub struct HttpListener {
@@ -173,8 +174,8 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
-    let pool = upstream.pool();
-    let uri: Uri = if pool.is_some() {
+    let transport = upstream.transport();
+    let uri: Uri = if let Transport::Http1(_) = transport {
         // Our HTTP/1.1 pool sends the target as given: origin-form, which is what
         // HTTP/1.1 clients send anyway (no copy then).
         if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
@@ -205,15 +206,15 @@ async fn forward(
     // Forward.
     let in_flight = endpoint.start(start);
     let exchange = async {
-        match pool {
-            Some(pool) => match pool.send(endpoint.addr(), upstream_req).await {
+        match transport {
+            Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
                 Ok((response, lease)) => Ok((response, Some(lease))),
                 Err(e) => Err((
                     matches!(e, crate::pool::PoolError::Connect { .. }),
                     e.to_string(),
                 )),
             },
-            None => match upstream.client().request(upstream_req).await {
+            Transport::H2c(client) => match client.request(upstream_req).await {
                 Ok(response) => Ok((response, None)),
                 Err(e) => Err((e.is_connect(), e.to_string())),
             },

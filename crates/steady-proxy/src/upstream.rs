@@ -19,8 +19,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::RequestBody;
 
-/// The pooled client steady forwards HTTP requests with.
+/// The pooled client steady forwards h2c requests with.
 pub type HttpClient = Client<HttpConnector, RequestBody>;
+
+/// How one worker reaches an upstream's endpoints.
+pub enum Transport {
+    /// steady's own pool of HTTP/1.1 connections.
+    Http1(Arc<crate::pool::Pool>),
+    /// hyper-util's client, which multiplexes HTTP/2 (h2c) streams (boxed: it is large
+    /// and built once per worker).
+    H2c(Box<HttpClient>),
+}
+
+/// Builds the h2c client of one worker.
+fn h2c_client(config: &steady_config::Upstream) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(true)
+        .build(connector)
+}
 
 /// One configured upstream, live.
 pub struct Upstream {
@@ -32,9 +56,7 @@ pub struct Upstream {
     hash: Option<HashKeySource>,
     /// Pooled keep-alive connections to every endpoint, one pool per worker so a
     /// request and its upstream connection stay on one thread.
-    clients: Vec<HttpClient>,
-    /// steady's own HTTP/1.1 pools, one per worker (`None` for h2c upstreams).
-    pools: Option<Vec<Arc<crate::pool::Pool>>>,
+    transports: Vec<Transport>,
     /// Deadline for a TCP connect to one endpoint.
     pub connect_timeout: Duration,
     configured: Vec<steady_config::Endpoint>,
@@ -75,40 +97,22 @@ impl Upstream {
             slow_start: config.slow_start,
             bounded_load: config.hash.as_ref().and_then(|h| h.bounded_load),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if config.protocol == UpstreamProtocol::H2c {
-            builder.http2_only(true);
-        }
-        let pools = (config.protocol == UpstreamProtocol::Http1).then(|| {
-            (0..workers.max(1))
-                .map(|_| {
-                    Arc::new(crate::pool::Pool::new(
-                        config.connect_timeout,
-                        config.pool_idle_timeout,
-                        config.pool_max_idle_per_endpoint,
-                    ))
-                })
-                .collect()
-        });
-        let clients = (0..workers.max(1))
-            .map(|_| builder.build(connector.clone()))
+        let transports = (0..workers.max(1))
+            .map(|_| match config.protocol {
+                UpstreamProtocol::Http1 => Transport::Http1(Arc::new(crate::pool::Pool::new(
+                    config.connect_timeout,
+                    config.pool_idle_timeout,
+                    config.pool_max_idle_per_endpoint,
+                ))),
+                UpstreamProtocol::H2c => Transport::H2c(Box::new(h2c_client(config))),
+            })
             .collect();
         let mut upstream = Upstream {
             name: config.name.as_str().into(),
             set: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &balancer)),
             balancer,
             hash: config.hash.as_ref().map(|h| h.key_source()),
-            clients,
-            pools,
+            transports,
             connect_timeout: config.connect_timeout,
             configured: config.endpoints.clone(),
             dns_refresh: config.dns_refresh,
@@ -129,16 +133,9 @@ impl Upstream {
         Arc::new(upstream)
     }
 
-    /// The current worker's HTTP/1.1 pool, or `None` for h2c upstreams.
-    pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
-        self.pools
-            .as_ref()
-            .map(|p| &p[crate::worker::current() % p.len()])
-    }
-
-    /// The pooled client of the current worker.
-    pub fn client(&self) -> &HttpClient {
-        &self.clients[crate::worker::current() % self.clients.len()]
+    /// How the current worker reaches this upstream.
+    pub fn transport(&self) -> &Transport {
+        &self.transports[crate::worker::current() % self.transports.len()]
     }
 
     /// The current endpoint set.
