@@ -15,6 +15,8 @@
 //!   crates), their defaults, and lookup helpers such as [`Config::routes_for`].
 //! - [`health`]: the `health.active` block (HTTP/TCP/gRPC probes, thresholds) and its
 //!   checks; `steady-health` runs it.
+//! - [`limits`]: rate limits, the shared Redis, adaptive concurrency and priorities;
+//!   `steady-limit` enforces them.
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
 //! - `parse`: text to [`Config`]; recovers after each serde error so that all
 //!   of them are reported ([`parse()`], [`load`]).
@@ -27,6 +29,7 @@
 
 mod diagnostic;
 pub mod health;
+pub mod limits;
 mod locate;
 mod parse;
 pub mod schema;

@@ -34,6 +34,9 @@ pub struct Config {
     /// Named groups of endpoints and how to balance over them.
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
+    /// The Redis server that `scope: global` rate limits share.
+    #[serde(default)]
+    pub redis: Option<crate::limits::Redis>,
 }
 
 /// Process-wide settings.
@@ -94,6 +97,10 @@ pub struct Listener {
     /// Client-side limits and timeouts.
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// Addresses (`10.0.0.5`) or networks (`10.0.0.0/8`) of proxies in front of steady
+    /// whose `X-Forwarded-For` is believed when finding the client IP for rate limits.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// PEM files for a TLS listener.
@@ -169,6 +176,16 @@ pub struct Route {
     /// Whole-request deadline (connect to last response byte header); over it: 504.
     #[serde(default = "defaults::route_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Rate limits, all checked in order; the first that refuses answers 429.
+    #[serde(default)]
+    pub rate_limit: Vec<crate::limits::RateLimit>,
+    /// How important this route's requests are when the upstream is saturated.
+    #[serde(default)]
+    pub priority: crate::limits::Priority,
+    /// A request header whose value (`critical`, `normal`, `sheddable`) overrides
+    /// `priority`. Only for callers you trust.
+    #[serde(default)]
+    pub priority_header: Option<String>,
 }
 
 /// Request conditions; all given ones must hold.
@@ -306,6 +323,9 @@ pub struct Upstream {
     /// How steady checks its endpoints' health.
     #[serde(default)]
     pub health: Option<Health>,
+    /// Adaptive concurrency limit with a small priority queue; absent means no limit.
+    #[serde(default)]
+    pub concurrency: Option<crate::limits::Concurrency>,
     /// The instances that serve this upstream.
     pub endpoints: Vec<Endpoint>,
 }
@@ -421,6 +441,19 @@ impl Admin {
 }
 
 impl Listener {
+    /// Parses [`Listener::trusted_proxies`]; a bare address is a network of one.
+    pub fn try_trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{text}` is not an address or network like `10.0.0.0/8`"))
+            })
+            .collect()
+    }
+
     /// Parses [`Listener::bind`].
     pub fn try_bind_addr(&self) -> Result<SocketAddr, AddrParseError> {
         self.bind.parse()

@@ -209,7 +209,7 @@ impl fmt::Display for ByteSize {
         if self.0 != 0 {
             for table in [BINARY, DECIMAL] {
                 for &(name, size) in table {
-                    if self.0 % size == 0 {
+                    if self.0.is_multiple_of(size) {
                         return write!(f, "{}{name}", self.0 / size);
                     }
                 }

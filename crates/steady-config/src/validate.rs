@@ -89,7 +89,95 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
     check_bind_conflicts(&binds, &mut issues);
     check_routes(config, ctx, &mut issues);
     check_upstreams(config, &mut issues);
+    check_admission(config, &mut issues);
     issues
+}
+
+/// Rate limits, the Redis they share, priorities, trusted proxies and concurrency.
+fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
+    let root = FieldPath::root();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if let Err(message) = listener.try_trusted_proxies() {
+            issues.push(Issue::new(
+                root.key("listeners").index(i).key("trusted_proxies"),
+                message,
+            ));
+        }
+    }
+    if let Some(redis) = &config.redis {
+        let path = root.key("redis");
+        let url_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| redis.url.starts_with(scheme) && redis.url.len() > scheme.len());
+        if !url_ok {
+            issues.push(Issue::new(
+                path.key("url"),
+                format!(
+                    "`{}` is not a Redis URL; write it like `redis://127.0.0.1:6379`",
+                    redis.url
+                ),
+            ));
+        }
+        non_zero(redis.timeout, path.key("timeout"), issues);
+    }
+    let mut limit_names: HashMap<String, FieldPath> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let path = root.key("routes").index(i);
+        if let Some(header) = &route.priority_header {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                issues.push(Issue::new(
+                    path.key("priority_header"),
+                    format!("`{header}` is not a valid header name"),
+                ));
+            }
+        }
+        for (k, limit) in route.rate_limit.iter().enumerate() {
+            let limit_path = path.key("rate_limit").index(k);
+            if let Err(message) = limit.try_key_parts() {
+                issues.push(Issue::new(limit_path.key("key"), message).suggest(closest(
+                    &limit.key,
+                    ["client_ip", "path", "route", "method", "header:", "cookie:"],
+                )));
+            }
+            if limit.burst == Some(0) {
+                issues.push(Issue::new(
+                    limit_path.key("burst"),
+                    "must be at least 1; leave it out for one period's worth",
+                ));
+            }
+            if limit.max_keys == 0 {
+                issues.push(Issue::new(limit_path.key("max_keys"), "must be at least 1"));
+            }
+            if limit.scope == crate::limits::Scope::Global && config.redis.is_none() {
+                issues.push(
+                    Issue::new(
+                        limit_path.key("scope"),
+                        "`scope: global` shares the count through Redis; add a top-level \
+                         `redis: {url: redis://HOST:PORT}` or use `scope: local`",
+                    )
+                    .suggest(Some("local".into())),
+                );
+            }
+            let name = limit
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{k}", route.name));
+            if let Some(first) = limit_names.insert(name.clone(), limit_path.key("name")) {
+                issues.push(Issue::new(
+                    limit_path.key("name"),
+                    format!("rate limit name `{name}` is already used by `{first}`"),
+                ));
+            }
+        }
+    }
+    for (i, upstream) in config.upstreams.iter().enumerate() {
+        if let Some(concurrency) = &upstream.concurrency {
+            let path = root.key("upstreams").index(i).key("concurrency");
+            for (field, message) in concurrency.problems() {
+                issues.push(Issue::new(path.key(field), message));
+            }
+        }
+    }
 }
 
 fn check_listeners(

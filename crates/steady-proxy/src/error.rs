@@ -37,6 +37,10 @@ pub enum Kind {
     ClientTimeout,
     /// The method cannot be proxied (CONNECT).
     MethodNotAllowed,
+    /// A rate limit of the route refused the request.
+    RateLimited,
+    /// The upstream is at its concurrency limit and the request was shed.
+    Overload,
 }
 
 impl Kind {
@@ -53,19 +57,22 @@ impl Kind {
             Kind::ClientAborted => "client",
             Kind::ClientTimeout => "client-timeout",
             Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::RateLimited => "rate-limited",
+            Kind::Overload => "overload",
         }
     }
 
     /// Where failures of this kind come from.
     pub fn source(self) -> Source {
         match self {
-            Kind::NoRoute | Kind::NoEndpoint => Source::Internal,
+            Kind::NoRoute | Kind::NoEndpoint | Kind::Overload => Source::Internal,
             Kind::Connect | Kind::Timeout | Kind::UpstreamProtocol => Source::Upstream,
             Kind::BadRequest
             | Kind::BodyTooLarge
             | Kind::ClientAborted
             | Kind::ClientTimeout
-            | Kind::MethodNotAllowed => Source::Client,
+            | Kind::MethodNotAllowed
+            | Kind::RateLimited => Source::Client,
         }
     }
 
@@ -91,6 +98,8 @@ impl Kind {
             Kind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::Overload => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -160,6 +169,8 @@ mod tests {
         assert_eq!(Kind::NoRoute.status(), 404);
         assert_eq!(Kind::BodyTooLarge.status(), 413);
         assert_eq!(Kind::BadRequest.status(), 400);
+        assert_eq!(Kind::RateLimited.status(), 429);
+        assert_eq!(Kind::Overload.status(), 503);
     }
 
     #[test]

@@ -16,6 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use steady_limit::{RedisOptions, RedisStore};
+
+use crate::admit::Admission;
 use crate::conn::{ConnIo, ConnState};
 use crate::http::{handle, HttpListener};
 use crate::metrics::Metrics;
@@ -115,7 +118,21 @@ impl Gateway {
             .iter()
             .map(|u| upstreams[u.name.as_str()].clone())
             .collect();
-        let metrics = Arc::new(Metrics::new(all_upstreams.clone()));
+        // Global rate limits share one Redis connection (it connects lazily: a Redis that
+        // is down at start is a fallback, not a start failure).
+        let redis = config.redis.as_ref().map(|r| {
+            let store = Arc::new(RedisStore::new(RedisOptions {
+                url: r.url.clone(),
+                timeout: r.timeout,
+                key_prefix: r.key_prefix.clone(),
+            }));
+            (store, r.on_failure)
+        });
+        let metrics = Arc::new(Metrics::new(
+            all_upstreams.clone(),
+            redis.as_ref().map(|(store, _)| store.clone()),
+        ));
+        let mut http_listeners: Vec<Arc<HttpListener>> = Vec::new();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -197,6 +214,10 @@ impl Gateway {
                     }
                 }
                 ListenerProtocol::Http | ListenerProtocol::Https => {
+                    let trusted: Arc<[ipnet::IpNet]> = l
+                        .try_trusted_proxies()
+                        .map_err(|e| StartError::Invalid(format!("listener `{}`: {e}", l.name)))?
+                        .into();
                     let mut routes = Vec::new();
                     for r in config.routes.iter().filter(|r| r.listener == l.name) {
                         let upstream =
@@ -207,7 +228,9 @@ impl Gateway {
                                 ))
                             })?;
                         let route_metrics = metrics.route(&r.name, &r.upstream);
-                        routes.push(Route::new(r, upstream, route_metrics));
+                        let admission =
+                            Admission::new(r, trusted.clone(), redis.as_ref(), &metrics);
+                        routes.push(Route::new(r, upstream, route_metrics, admission));
                     }
                     let ctx = Arc::new(HttpListener {
                         name: l.name.as_str().into(),
@@ -216,7 +239,9 @@ impl Gateway {
                         max_body: l.limits.max_body_bytes.map_or(u64::MAX, |b| b.0),
                         body_read_timeout: l.limits.body_read_timeout,
                         tracker: tracker.clone(),
+                        metrics: metrics.clone(),
                     });
+                    http_listeners.push(ctx.clone());
                     let settings = Arc::new(ConnSettings {
                         header_timeout: l.limits.header_read_timeout,
                         idle_timeout: l.limits.idle_timeout,
@@ -235,6 +260,7 @@ impl Gateway {
             }
             tracing::info!(listener = %l.name, addr = %local, protocol = ?l.protocol, "listening");
         }
+        spawn_rate_limit_sweep(http_listeners, shutdown.clone());
         for u in &all_upstreams {
             u.spawn_dns_refresh(shutdown.clone());
             u.spawn_outlier_evaluation(shutdown.clone());
@@ -500,4 +526,30 @@ async fn drive<C, E>(
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "client connection ended with error while draining");
     }
+}
+
+/// Drops idle rate-limit buckets every few seconds so memory follows active keys.
+fn spawn_rate_limit_sweep(listeners: Vec<Arc<HttpListener>>, shutdown: CancellationToken) {
+    let limited: Vec<Arc<HttpListener>> = listeners
+        .into_iter()
+        .filter(|l| l.router.routes().iter().any(|r| r.admission.has_limits()))
+        .collect();
+    if limited.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for listener in &limited {
+                for route in listener.router.routes() {
+                    route.admission.sweep();
+                }
+            }
+        }
+    });
 }

@@ -37,6 +37,8 @@ pub struct HttpListener {
     pub body_read_timeout: std::time::Duration,
     /// Where upgraded (WebSocket) connections are tracked so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The gateway's metrics, for the rare-path counters (shed requests).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Decrements a connection's in-flight count even when the client goes away mid-request.
@@ -79,6 +81,51 @@ async fn proxy(
         return error_response(Kind::NoRoute, Some(&request_id));
     };
 
+    // Admit: the route's rate limits, then the upstream's concurrency limit.
+    let rate = if route.admission.has_limits() {
+        let verdict = route.admission.check(&parts, client.ip()).await;
+        if verdict.refused.is_some() {
+            route.metrics.failure(Kind::RateLimited);
+            let mut response = error_response(Kind::RateLimited, Some(&request_id));
+            verdict.decorate(response.headers_mut());
+            route
+                .metrics
+                .record(response.status().as_u16(), start.elapsed());
+            return response;
+        }
+        Some(verdict)
+    } else {
+        None
+    };
+    let permit = match &route.upstream.concurrency {
+        None => None,
+        Some(limiter) => {
+            let priority = route.admission.priority(&parts);
+            match limiter.acquire(priority).await {
+                Ok(permit) => Some(permit),
+                Err(shed) => {
+                    listener
+                        .metrics
+                        .shed(&route.upstream.name, priority, shed.reason());
+                    route.metrics.failure(Kind::Overload);
+                    let mut response = error_response(Kind::Overload, Some(&request_id));
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        crate::admit::retry_after_value(limiter.retry_after()),
+                    );
+                    if let Some(rate) = &rate {
+                        rate.decorate(response.headers_mut());
+                    }
+                    route
+                        .metrics
+                        .record(response.status().as_u16(), start.elapsed());
+                    return response;
+                }
+            }
+        }
+    };
+    let admitted = permit.as_ref().map(|_| std::time::Instant::now());
+
     let response = forward(
         listener,
         route,
@@ -89,13 +136,25 @@ async fn proxy(
         start,
     )
     .await;
-    let response = match response {
+    if let (Some(permit), Some(admitted)) = (permit, admitted) {
+        // The latency sample is the time to the response head; failures that never
+        // reached the endpoint say nothing about its latency.
+        let sample = match &response {
+            Ok(_) | Err(Kind::Timeout) | Err(Kind::UpstreamProtocol) => Some(admitted.elapsed()),
+            Err(_) => None,
+        };
+        permit.finish(sample);
+    }
+    let mut response = match response {
         Ok(r) => r,
         Err(kind) => {
             route.metrics.failure(kind);
             error_response(kind, Some(&request_id))
         }
     };
+    if let Some(rate) = &rate {
+        rate.decorate(response.headers_mut());
+    }
     route
         .metrics
         .record(response.status().as_u16(), start.elapsed());

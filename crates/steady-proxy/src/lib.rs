@@ -12,6 +12,8 @@
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
 //! - [`http`]: the request path; one function per phase.
+//! - [`admit`]: the admit phase: a route's rate limits (local and Redis-backed), the
+//!   request's priority, and the upstream's adaptive concurrency limit.
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
@@ -23,6 +25,7 @@
 //! - [`tcp`]: L4 proxying.
 //! - [`worker`]: which thread-per-core worker the current thread is.
 
+pub mod admit;
 pub mod body;
 pub mod conn;
 pub mod error;

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use steady_limit::RedisStore;
+
 use crate::error::Kind;
 use crate::upstream::Upstream;
 
@@ -35,6 +37,9 @@ pub struct Metrics {
     pub connections: Family<Labels, Gauge>,
     /// Client connections accepted, per listener.
     pub connections_total: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
+    rate_limit_fallback: Family<Labels, Counter>,
+    shed: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -44,8 +49,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates the registry; `upstreams` feed the endpoint gauges.
-    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Metrics {
+    /// Creates the registry; `upstreams` feed the endpoint and concurrency gauges,
+    /// `redis` the Redis availability of global rate limits.
+    pub fn new(upstreams: Vec<Arc<Upstream>>, redis: Option<Arc<RedisStore>>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<Labels, Counter>::default();
         let failures = Family::<Labels, Counter>::default();
@@ -79,7 +85,31 @@ impl Metrics {
             "Client connections accepted, by listener",
             connections_total.clone(),
         );
-        registry.register_collector(Box::new(EndpointCollector { upstreams }));
+        let rate_limited = Family::<Labels, Counter>::default();
+        let rate_limit_fallback = Family::<Labels, Counter>::default();
+        let shed = Family::<Labels, Counter>::default();
+        registry.register(
+            "steady_rate_limited",
+            "Requests over a rate limit (refused with 429, or only counted in shadow mode), by route, limit, scope and mode",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "steady_rate_limit_fallback",
+            "Global rate-limit decisions taken without Redis (per on_failure), by route and limit",
+            rate_limit_fallback.clone(),
+        );
+        registry.register(
+            "steady_requests_shed",
+            "Requests refused with 503 by the adaptive concurrency limit, by upstream, priority and reason",
+            shed.clone(),
+        );
+        registry.register_collector(Box::new(EndpointCollector {
+            upstreams: upstreams.clone(),
+        }));
+        registry.register_collector(Box::new(ConcurrencyCollector { upstreams }));
+        if let Some(redis) = redis {
+            registry.register_collector(Box::new(RedisCollector { redis }));
+        }
         Metrics {
             registry,
             requests,
@@ -87,6 +117,9 @@ impl Metrics {
             duration,
             connections,
             connections_total,
+            rate_limited,
+            rate_limit_fallback,
+            shed,
         }
     }
 
@@ -116,6 +149,40 @@ impl Metrics {
             failures: self.failures.clone(),
             route: route.to_string(),
         }
+    }
+
+    /// Pre-creates the counters of one rate limit: `(limited, fallback)`.
+    pub fn rate_limit(
+        &self,
+        route: &str,
+        limit: &str,
+        scope: steady_config::limits::Scope,
+        mode: steady_config::limits::LimitMode,
+    ) -> (Counter, Counter) {
+        let labels = vec![
+            ("route", route.to_string()),
+            ("limit", limit.to_string()),
+            ("scope", scope.as_str().to_string()),
+            ("mode", mode.as_str().to_string()),
+        ];
+        let limited = self.rate_limited.get_or_create(&labels).clone();
+        let fallback = self
+            .rate_limit_fallback
+            .get_or_create(&labels[..2].to_vec())
+            .clone();
+        (limited, fallback)
+    }
+
+    /// Counts a request shed by `upstream`'s concurrency limit (rare path: label
+    /// lookup is fine).
+    pub fn shed(&self, upstream: &str, priority: steady_limit::Priority, reason: &str) {
+        self.shed
+            .get_or_create(&vec![
+                ("upstream", upstream.to_string()),
+                ("priority", priority.as_str().to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
     }
 
     /// Renders the registry in the OpenMetrics text format.
@@ -203,5 +270,113 @@ impl Collector for EndpointCollector {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes one gauge family with one sample per `(labels, value)`.
+fn encode_gauges<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&prometheus_client::registry::Unit>,
+    samples: impl Iterator<Item = (Labels, f64)> + 'a,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        unit,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, value) in samples {
+        let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        gauge.set(value);
+        gauge.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Reads each upstream's adaptive concurrency limit at scrape time.
+#[derive(Debug)]
+struct ConcurrencyCollector {
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+type ReadLimiter = fn(&steady_limit::ConcurrencyLimiter) -> f64;
+
+impl Collector for ConcurrencyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let limited: Vec<_> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| Some((u.name.to_string(), u.concurrency.clone()?)))
+            .collect();
+        if limited.is_empty() {
+            return Ok(());
+        }
+        let gauges: [(&str, &str, ReadLimiter); 4] = [
+            (
+                "steady_concurrency_limit",
+                "Current adaptive concurrency limit of the upstream",
+                |l| f64::from(l.limit()),
+            ),
+            (
+                "steady_concurrency_in_flight",
+                "Requests holding a concurrency slot of the upstream",
+                |l| f64::from(l.in_flight()),
+            ),
+            (
+                "steady_concurrency_queue_length",
+                "Requests waiting for a concurrency slot of the upstream",
+                |l| l.queued() as f64,
+            ),
+            (
+                "steady_upstream_saturation",
+                "In-flight requests relative to the learned concurrency limit (1 = at the limit); an autoscaling signal",
+                |l| f64::from(l.in_flight()) / f64::from(l.limit().max(1)),
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let samples = limited
+                .iter()
+                .map(|(u, l)| (vec![("upstream", u.clone())], read(l)));
+            encode_gauges(&mut encoder, name, help, None, samples)?;
+        }
+        let samples = limited
+            .iter()
+            .map(|(u, l)| (vec![("upstream", u.clone())], l.min_rtt().as_secs_f64()));
+        encode_gauges(
+            &mut encoder,
+            "steady_concurrency_min_rtt",
+            "Minimum round-trip time the concurrency limit is measured against",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            samples,
+        )
+    }
+}
+
+/// Reports whether global rate limits can reach Redis.
+#[derive(Debug)]
+struct RedisCollector {
+    redis: Arc<RedisStore>,
+}
+
+impl Collector for RedisCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = Gauge::<i64>::default();
+        up.set(i64::from(self.redis.available()));
+        up.encode(encoder.encode_descriptor(
+            "steady_rate_limit_redis_up",
+            "Whether the last round trip to the rate-limit Redis succeeded (1) or not (0)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)?;
+        let errors = Counter::<u64>::default();
+        errors.inc_by(self.redis.errors());
+        errors.encode(encoder.encode_descriptor(
+            "steady_rate_limit_redis_errors",
+            "Round trips to the rate-limit Redis that failed or timed out",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)
     }
 }

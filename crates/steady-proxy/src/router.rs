@@ -40,6 +40,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Counters and histograms for this route.
     pub metrics: RouteMetrics,
+    /// Rate limits and priority of this route.
+    pub admission: crate::admit::Admission,
 }
 
 impl Route {
@@ -48,6 +50,7 @@ impl Route {
         config: &steady_config::Route,
         upstream: Arc<Upstream>,
         metrics: RouteMetrics,
+        admission: crate::admit::Admission,
     ) -> Route {
         let m = &config.matcher;
         let host = match m.host.as_deref() {
@@ -85,6 +88,7 @@ impl Route {
             upstream,
             timeout: config.timeout,
             metrics,
+            admission,
         }
     }
 

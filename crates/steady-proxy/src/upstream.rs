@@ -14,6 +14,7 @@ use steady_balance::{
     RequestResult,
 };
 use steady_config::{Balance, HashKeySource, UpstreamProtocol};
+use steady_limit::{AdaptiveConfig, ConcurrencyLimiter};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +66,8 @@ pub struct Upstream {
     outlier: Option<Mutex<OutlierDetector>>,
     /// Below this share of available endpoints, balance over all (with `outlier`).
     panic_threshold: Option<u32>,
+    /// Adaptive concurrency limit shared by every worker, if configured.
+    pub concurrency: Option<Arc<ConcurrencyLimiter>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -118,6 +121,10 @@ impl Upstream {
             dns_refresh: config.dns_refresh,
             outlier: None,
             panic_threshold: passive.map(|p| p.panic_threshold),
+            concurrency: config
+                .concurrency
+                .as_ref()
+                .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
         };
         upstream.resolve().await;
         if let Some(passive) = passive {
@@ -276,6 +283,22 @@ impl Upstream {
     }
 }
 
+/// The limiter settings a `concurrency` block stands for.
+fn adaptive_config(c: &steady_config::limits::Concurrency) -> AdaptiveConfig {
+    AdaptiveConfig {
+        min_limit: c.min_limit,
+        max_limit: c.max_limit,
+        initial_limit: c.initial_limit,
+        sample_window: c.sample_window,
+        sample_percentile: c.percentile.0,
+        min_rtt_interval: c.min_rtt_interval,
+        min_rtt_samples: c.min_rtt_samples,
+        buffer: c.buffer.0,
+        queue_size: c.queue_size,
+        queue_timeout: c.queue_timeout,
+    }
+}
+
 fn lock(m: &Mutex<OutlierDetector>) -> std::sync::MutexGuard<'_, OutlierDetector> {
     // A panic elsewhere while holding it leaves counters, not broken invariants.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -309,7 +332,7 @@ fn ip_hash(ip: IpAddr) -> u64 {
     }
 }
 
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a [u8]> {
+pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a [u8]> {
     for header in parts.headers.get_all(http::header::COOKIE) {
         for pair in header.as_bytes().split(|b| *b == b';') {
             let pair = pair.trim_ascii();

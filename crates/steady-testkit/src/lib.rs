@@ -11,6 +11,10 @@
 //! - [`TcpEcho`]: an L4 server that echoes bytes back, prefixed by its name.
 //! - [`RawServer`]: a TCP server that runs a caller-supplied script per connection, for
 //!   protocol faults hyper would refuse to produce (resets mid-response, garbage).
+//! - [`CapacityBackend`]: a backend that serves at most N requests at once, each taking a
+//!   fixed time, and queues the rest (the overload benchmark's service).
+//! - [`RedisServer`]: a real `redis-server` process on a free loopback port, which tests
+//!   can kill and restart to rehearse an outage.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
 
 use std::future::Future;
@@ -466,3 +470,9 @@ pub fn free_port() -> u16 {
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
+
+mod capacity;
+mod redis;
+
+pub use capacity::CapacityBackend;
+pub use redis::RedisServer;

@@ -1,0 +1,160 @@
+//! The admission sections: rate limits, Redis, priorities, concurrency, trusted proxies.
+
+use std::time::Duration;
+
+use steady_config::limits::{KeyPart, LimitMode, OnFailure, Priority, Scope};
+use steady_config::{parse, Diagnostic};
+
+const BASE: &str = "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}]}]\n";
+
+fn errors(yaml: &str) -> Vec<String> {
+    errors_raw(&format!("{BASE}{yaml}"))
+}
+
+fn errors_raw(yaml: &str) -> Vec<String> {
+    match parse(yaml, "steady.yaml") {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(diagnostics) => diagnostics.0.iter().map(Diagnostic::to_string).collect(),
+    }
+}
+
+#[track_caller]
+fn has(errors: &[String], needle: &str) {
+    assert!(
+        errors.iter().any(|e| e.contains(needle)),
+        "no {needle:?} in:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn the_issue_example_parses_as_written() {
+    let yaml = r#"
+listeners:
+  - name: web
+    bind: 127.0.0.1:8080
+    trusted_proxies: [10.0.0.0/8, 127.0.0.1]
+routes:
+  - name: api
+    listener: web
+    upstream: app
+    priority: critical
+    priority_header: x-steady-priority
+    rate_limit:
+      - {key: client_ip, rate: 100/s, burst: 200}
+      - {key: "header:x-api-key", rate: 1000/m, scope: global}   # global = shared through Redis
+      - {key: route, rate: 5000/s, mode: shadow}                 # counts, does not enforce
+redis:
+  url: redis://127.0.0.1:6379
+  on_failure: local          # local (fall back to per-instance limits) | allow | deny
+upstreams:
+  - name: app
+    endpoints: [{address: 127.0.0.1:9001}]
+    concurrency: {min_limit: 2, queue_size: 4, buffer: 50%, percentile: 95}
+"#;
+    let config = parse(yaml, "steady.yaml").unwrap();
+    let route = &config.routes[0];
+    assert_eq!(route.priority, Priority::Critical);
+    assert_eq!(route.rate_limit.len(), 3);
+    let first = &route.rate_limit[0];
+    assert_eq!(first.key_parts(), vec![KeyPart::ClientIp]);
+    assert_eq!(first.effective_burst(), 200);
+    assert_eq!(first.scope, Scope::Local);
+    let second = &route.rate_limit[1];
+    assert_eq!(second.scope, Scope::Global);
+    assert_eq!(second.rate.per, Duration::from_secs(60));
+    assert_eq!(second.effective_burst(), 1000);
+    assert_eq!(route.rate_limit[2].mode, LimitMode::Shadow);
+    let redis = config.redis.as_ref().unwrap();
+    assert_eq!(redis.on_failure, OnFailure::Local);
+    assert_eq!(redis.timeout, Duration::from_millis(50));
+    let concurrency = config.upstreams[0].concurrency.as_ref().unwrap();
+    assert_eq!(concurrency.min_limit, 2);
+    assert_eq!(concurrency.buffer.0, 0.5);
+    assert_eq!(concurrency.percentile.0, 0.95);
+    assert_eq!(concurrency.max_limit, 1000);
+    assert_eq!(config.listeners[0].try_trusted_proxies().unwrap().len(), 2);
+}
+
+#[test]
+fn an_empty_concurrency_block_turns_the_limit_on_with_defaults() {
+    let config = parse(
+        "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+         routes: [{name: r, listener: web, upstream: app}]\n\
+         upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}], concurrency: {}}]\n",
+        "steady.yaml",
+    )
+    .unwrap();
+    let c = config.upstreams[0].concurrency.as_ref().unwrap();
+    assert_eq!((c.min_limit, c.initial_limit, c.queue_size), (3, 20, 16));
+}
+
+#[test]
+fn bad_rates_and_keys_are_located_and_explained() {
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, rate_limit: [\
+         {key: client-ip, rate: 100/s}, {key: path, rate: 100}, {key: route, rate: 0/s}, \
+         {key: route, rate: 5/s, burst: 0}]}]\n",
+    );
+    has(&e, "rate_limit[0].key: `client-ip` is not a rate-limit key");
+    has(&e, "did you mean `client_ip`");
+    has(&e, "rate_limit[1].rate: `100` has no period");
+    has(&e, "rate_limit[2].rate: `0/s` allows nothing");
+    has(&e, "rate_limit[3].burst: must be at least 1");
+}
+
+#[test]
+fn a_global_limit_needs_redis() {
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, rate_limit: [\
+         {key: route, rate: 5/s, scope: global}]}]\n",
+    );
+    has(
+        &e,
+        "rate_limit[0].scope: `scope: global` shares the count through Redis",
+    );
+}
+
+#[test]
+fn bad_redis_priority_and_proxies_are_reported() {
+    let e = errors(
+        "redis: {url: localhost:6379, on_failure: maybe}\n\
+         routes: [{name: r, listener: web, upstream: app, priority: urgent, priority_header: 'bad header'}]\n",
+    );
+    has(&e, "redis.on_failure");
+    has(&e, "priority");
+    let e = errors("redis: {url: 'localhost:6379'}\n");
+    has(&e, "redis.url: `localhost:6379` is not a Redis URL");
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, priority_header: 'bad header'}]\n",
+    );
+    has(
+        &e,
+        "priority_header: `bad header` is not a valid header name",
+    );
+}
+
+#[test]
+fn concurrency_ranges_are_checked() {
+    let e = errors_raw(
+        "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+         routes: [{name: r, listener: web, upstream: app}]\n\
+         upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}], \
+         concurrency: {min_limit: 10, max_limit: 5, percentile: 0, sample_window: 0s}}]\n",
+    );
+    has(&e, "concurrency.max_limit: 5 is below min_limit 10");
+    has(&e, "concurrency.percentile: must be above 0%");
+    has(&e, "concurrency.sample_window: must be greater than 0s");
+}
+
+#[test]
+fn trusted_proxies_must_be_networks() {
+    let e = errors_raw(
+        "listeners: [{name: web, bind: 127.0.0.1:8081, trusted_proxies: [10.0.0.0/33]}]\n",
+    );
+    has(
+        &e,
+        "trusted_proxies: `10.0.0.0/33` is not an address or network",
+    );
+}
