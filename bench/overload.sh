@@ -8,7 +8,8 @@
 #
 # Other knobs: BASELINE_PCT (30), BASELINE_DURATION (5s), TIMEOUT (route timeout, 1s),
 # CLIENT_TIMEOUT (TIMEOUT + 1s), CRITICAL_PCT (5), CONCURRENCY (YAML flow map, {}),
-# RUNS (baseline,none,adaptive,priority), SETTLE (1s), GEN_WORKERS (1), SKIP_BUILD=1,
+# RUNS (baseline,none,adaptive,priority), SETTLE (1s), WARMUP (2s of baseline-rate traffic
+# before each spike, not counted), GEN_WORKERS (1), SKIP_BUILD=1,
 # STEADY_BIN, LOADGEN_CPU (0), SERVER_CPU (1), RESULTS_DIR (bench/results). See bench/README.md.
 set -euo pipefail
 

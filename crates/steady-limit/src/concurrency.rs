@@ -52,11 +52,11 @@
 //!   priority below its own ([`Shed::Displaced`]); with none below it, the arrival is
 //!   shed ([`Shed::QueueFull`]). A critical request is therefore only ever turned away
 //!   when the queue is full of critical requests (or it times out).
-//! - A queue that has not been empty for 100 ms is standing rather than absorbing a
-//!   burst, and only adds latency: a normal request joining it waits at most
-//!   `minRTT × buffer` (at least 1 ms; 5 ms before minRTT is known), the delay the
-//!   gradient tolerates anyway. This is CoDel's rule as Facebook applies it to server
-//!   queues; it keeps admitted requests fast under sustained overload. Critical
+//! - A normal request waits at most `minRTT × buffer` (at least 1 ms): the delay the
+//!   gradient tolerates anyway, so queueing never makes an admitted request slower than
+//!   the limit itself allows. Before minRTT is known it may wait `queue_timeout` while
+//!   the queue is a fresh burst, and 5 ms once the queue has not emptied for 100 ms (a
+//!   standing queue, CoDel's rule as Facebook applies it to server queues). Critical
 //!   requests, served first, always get the full `queue_timeout`.
 //! - When the limit drops below the in-flight count, nobody is admitted until enough
 //!   requests finish.
@@ -432,21 +432,27 @@ impl ConcurrencyLimiter {
         Admission::Queued { id, rx, patience }
     }
 
-    /// How long a request joining `queue` may wait: `queue_timeout` to ride out a
-    /// burst, but only `min_rtt × buffer` once the queue has stood for
-    /// [`STANDING_QUEUE_INTERVAL`] (CoDel's rule): a queue that never empties only adds
-    /// latency, and that much is what the gradient tolerates anyway. Critical requests,
-    /// served first, always get `queue_timeout`.
+    /// How long a request joining `queue` may wait. Critical requests, served first,
+    /// get `queue_timeout`; normal ones `min_rtt × buffer`, what the gradient tolerates
+    /// anyway. Before the minimum RTT is known, a normal request gets `queue_timeout`
+    /// while the queue is a fresh burst and [`STANDING_QUEUE_WAIT`] once it has stood
+    /// for [`STANDING_QUEUE_INTERVAL`] (CoDel's rule).
     fn patience(&self, queue: &Queue, priority: Priority, now: u64) -> Duration {
         let timeout = self.config.queue_timeout;
-        let standing = priority < Priority::Critical
-            && queue
-                .busy_since
-                .is_some_and(|since| now.saturating_sub(since) >= nanos(STANDING_QUEUE_INTERVAL));
-        if !standing {
+        if priority == Priority::Critical {
             return timeout;
         }
+        let standing = queue
+            .busy_since
+            .is_some_and(|since| now.saturating_sub(since) >= nanos(STANDING_QUEUE_INTERVAL));
         let min_rtt = self.min_rtt();
+        // Once the upstream's latency is known, a normal request never waits longer than
+        // the latency the gradient tolerates (minRTT × buffer): more would make admitted
+        // requests slower than the limit itself allows. Before that, and only while the
+        // queue is a fresh burst, it may wait the full `queue_timeout`.
+        if min_rtt.is_zero() && !standing {
+            return timeout;
+        }
         let wait = if min_rtt.is_zero() {
             STANDING_QUEUE_WAIT
         } else {
@@ -1220,33 +1226,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_standing_queue_holds_normal_requests_briefly() {
+    async fn normal_requests_wait_no_longer_than_the_gradient_tolerates() {
         let config = AdaptiveConfig {
             queue_timeout: Duration::from_secs(1),
             ..adaptive()
         };
         let limiter = ConcurrencyLimiter::with_seed(config, 1);
+        // Before the minimum RTT is known, a fresh queue absorbs a burst for the full
+        // queue_timeout; a queue that has stood for 100 ms holds a normal request 5 ms.
+        let mut held: Vec<Permit> = (0..2).map(|_| limiter.try_acquire().unwrap()).collect();
+        let mut first = start(&limiter, Priority::Critical);
+        let early = time_to_shed(&limiter, Priority::Normal);
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.queued(), 2);
+        advance(100 * MS).await;
+        let standing = time_to_shed(&limiter, Priority::Normal);
+        assert_eq!(standing.await.unwrap(), Some(5 * MS));
+        drop(held.pop());
+        let granted = ready(&mut first).unwrap();
+        assert_eq!(early.await.unwrap(), Some(Duration::from_secs(1)));
+        drop(granted);
+        drop(held);
+        assert_eq!((limiter.in_flight(), limiter.queued()), (0, 0));
+
+        // Once it is known (20 ms), a normal request waits at most minRTT × buffer = 5 ms,
+        // even in a fresh queue; a critical one the full queue_timeout.
         measure(&limiter, 20 * MS);
         let mut held: Vec<Permit> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
-        // A burst: the queue has just formed, so a waiter may take its time.
-        let mut first = start(&limiter, Priority::Critical);
-        advance(100 * MS).await;
-        assert!(pending(&mut first));
-        // The queue has not emptied for 100 ms: a normal request now waits at most
-        // minRTT × buffer = 5 ms, a critical one still the full queue_timeout.
         let normal = time_to_shed(&limiter, Priority::Normal);
         let critical = time_to_shed(&limiter, Priority::Critical);
         assert_eq!(normal.await.unwrap(), Some(5 * MS));
-        assert!(pending(&mut first));
-        drop(held.pop());
-        held.push(ready(&mut first).unwrap());
         assert_eq!(critical.await.unwrap(), Some(Duration::from_secs(1)));
-        // The queue has emptied, so the next burst gets the full wait again.
-        assert_eq!(limiter.queued(), 0);
-        let normal = time_to_shed(&limiter, Priority::Normal);
-        assert_eq!(normal.await.unwrap(), Some(Duration::from_secs(1)));
-        drop(held);
-        assert_eq!(limiter.in_flight(), 0);
+        held.clear();
+        assert_eq!((limiter.in_flight(), limiter.queued()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

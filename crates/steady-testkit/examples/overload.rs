@@ -103,6 +103,9 @@ struct Settings {
     server_cpu: String,
     /// Pause between runs, so the previous run's sockets close.
     settle: Duration,
+    /// Normal traffic (at the baseline rate) before a spike, not counted: the spike hits
+    /// a gateway that was already serving, as it would in production.
+    warmup: Duration,
     /// Width of the rows of the per-run detail tables.
     detail_bin: Duration,
     /// Directory for configs and logs.
@@ -149,14 +152,16 @@ impl Settings {
             steady_bin,
             server_cpu: std::env::var("SERVER_CPU").unwrap_or_default(),
             settle: env_duration("SETTLE", "1s")?,
+            warmup: env_duration("WARMUP", "2s")?,
             detail_bin: env_duration("DETAIL_BIN", "1s")?.max(Duration::from_millis(10)),
             workdir,
         };
         // Bounds, so a typo cannot start an unbounded or enormous run.
         if settings.duration > Duration::from_secs(120)
             || settings.baseline_duration > Duration::from_secs(120)
+            || settings.warmup > Duration::from_secs(120)
         {
-            return Err("DURATION and BASELINE_DURATION are capped at 120s".into());
+            return Err("DURATION, BASELINE_DURATION and WARMUP are capped at 120s".into());
         }
         if settings.offered_rate() > 50_000.0 {
             return Err(format!(
@@ -550,10 +555,23 @@ async fn run_one(settings: &Settings, client: &HttpClient, kind: RunKind) -> Run
         return report;
     }
 
-    let before = backend_stats(client, backend.addr).await;
     let target: http::Uri = format!("http://127.0.0.1:{port}/")
         .parse()
         .expect("valid uri");
+    if kind != RunKind::Baseline && !settings.warmup.is_zero() {
+        let warm_rate = settings.capacity_rate() * settings.baseline_pct / 100.0;
+        let _ = generate(
+            client,
+            target.clone(),
+            warm_rate,
+            settings.warmup,
+            settings.client_timeout,
+            false,
+            0,
+        )
+        .await;
+    }
+    let before = backend_stats(client, backend.addr).await;
     let metrics_uri: http::Uri = format!("http://127.0.0.1:{admin}/metrics")
         .parse()
         .expect("valid uri");
