@@ -100,29 +100,22 @@ fn parse_key(key: &str) -> Result<Vec<KeyPart>, String> {
 
 fn parse_key_part(part: &str) -> Result<KeyPart, String> {
     match part {
-        "client_ip" => return Ok(KeyPart::ClientIp),
-        "path" => return Ok(KeyPart::Path),
         "route" => return Ok(KeyPart::Route),
         "method" => return Ok(KeyPart::Method),
         _ => {}
     }
-    if let Some(name) = part.strip_prefix("header:") {
-        return http::HeaderName::from_bytes(name.as_bytes())
-            .map(|h| KeyPart::Header(h.as_str().to_owned()))
-            .map_err(|_| format!("`{name}` is not a valid header name"));
+    // The hash balancers' keys are a subset: parse those the same way.
+    match part.parse::<crate::HashKeySource>() {
+        Ok(crate::HashKeySource::ClientIp) => Ok(KeyPart::ClientIp),
+        Ok(crate::HashKeySource::Path) => Ok(KeyPart::Path),
+        Ok(crate::HashKeySource::Header(name)) => Ok(KeyPart::Header(name)),
+        Ok(crate::HashKeySource::Cookie(name)) => Ok(KeyPart::Cookie(name)),
+        Err(e) if part.starts_with("header:") || part.starts_with("cookie:") => Err(e),
+        Err(_) => Err(format!(
+            "`{part}` is not a rate-limit key; use `client_ip`, `header:NAME`, `cookie:NAME`, \
+             `path`, `route` or `method`, or several joined with `+`"
+        )),
     }
-    if let Some(name) = part.strip_prefix("cookie:") {
-        let valid = !name.is_empty() && name.bytes().all(crate::validate::is_token_byte);
-        return if valid {
-            Ok(KeyPart::Cookie(name.to_owned()))
-        } else {
-            Err(format!("`{name}` is not a valid cookie name"))
-        };
-    }
-    Err(format!(
-        "`{part}` is not a rate-limit key; use `client_ip`, `header:NAME`, `cookie:NAME`, \
-         `path`, `route` or `method`, or several joined with `+`"
-    ))
 }
 
 /// A rate: `count` requests per `per`.
