@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Content type Prometheus expects for the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the admin API on `listener` until `shutdown` fires.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
@@ -80,7 +81,24 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
             }
         }
-        "/metrics" => text(StatusCode::OK, OPENMETRICS, gateway.metrics().encode()),
+        "/metrics" => {
+            // Prometheus asks for OpenMetrics; curl and older tools get the classic text.
+            let wants_openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if wants_openmetrics {
+                text(StatusCode::OK, OPENMETRICS, gateway.metrics().encode())
+            } else {
+                text(
+                    StatusCode::OK,
+                    PROMETHEUS_TEXT,
+                    gateway.metrics().encode_prometheus(),
+                )
+            }
+        }
         "/api/upstreams" => {
             let body = serde_json::to_vec_pretty(&upstreams_json(gateway)).unwrap_or_default();
             text(StatusCode::OK, "application/json", body)

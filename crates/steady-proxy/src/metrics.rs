@@ -192,6 +192,12 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Renders the registry in the classic Prometheus text format (0.0.4), for scrapers
+    /// and tools that do not ask for OpenMetrics (curl, `promtool check metrics`).
+    pub fn encode_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.encode())
+    }
 }
 
 /// Series of one route, recorded without lookups.
@@ -378,5 +384,59 @@ impl Collector for RedisCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?)
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: the samples are the same, but a
+/// counter's `# HELP`/`# TYPE` name carries its `_total` suffix, `# UNIT` and `# EOF`
+/// go, and `unknown` is `untyped`.
+pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(if tail == "unknown" { "untyped" } else { tail });
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_counters_get_their_total_names_back() {
+        let om = "# HELP steady_requests Requests.\n# TYPE steady_requests counter\n\
+                  steady_requests_total{code=\"2xx\"} 1\n# HELP steady_x_seconds X.\n\
+                  # TYPE steady_x_seconds gauge\n# UNIT steady_x_seconds seconds\n\
+                  steady_x_seconds 0.5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus(om),
+            "# HELP steady_requests_total Requests.\n# TYPE steady_requests_total counter\n\
+             steady_requests_total{code=\"2xx\"} 1\n# HELP steady_x_seconds X.\n\
+             # TYPE steady_x_seconds gauge\nsteady_x_seconds 0.5\n"
+        );
     }
 }

@@ -26,11 +26,16 @@ impl Drop for Guard {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_get_with(addr, path, "")
+}
+
+/// GET with extra header lines (each ending in `\r\n`).
+fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: demo\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -240,4 +245,24 @@ fn demo_balances_and_serves_admin() {
     let ups = http_get(admin, "/api/upstreams");
     assert_eq!(ups.matches("\"available\": true").count(), 3, "{ups}");
     assert!(http_get(admin, "/metrics").contains("steady_requests_total{"));
+
+    // Content negotiation: OpenMetrics for Prometheus, classic text for everyone else.
+    let classic = http_get(admin, "/metrics");
+    assert!(
+        classic.contains("content-type: text/plain; version=0.0.4"),
+        "{classic}"
+    );
+    assert!(classic.contains("# TYPE steady_requests_total counter"));
+    assert!(!classic.contains("# EOF"));
+    let om = http_get_with(
+        admin,
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    );
+    assert!(
+        om.contains("content-type: application/openmetrics-text"),
+        "{om}"
+    );
+    assert!(om.contains("# TYPE steady_requests counter"));
+    assert!(om.trim_end().ends_with("# EOF"));
 }

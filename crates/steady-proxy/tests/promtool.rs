@@ -1,0 +1,71 @@
+//! `promtool check metrics` (Debian's prometheus package) finds nothing to complain
+//! about in steady's `/metrics`, with every kind of series present: routes, failures,
+//! endpoints, rate limits, the Redis fallback and the concurrency limit.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{get, start_yaml};
+use steady_testkit::Backend;
+
+#[tokio::test]
+async fn promtool_finds_nothing_wrong_with_the_metrics() {
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes:
+  - name: api
+    listener: web
+    upstream: app
+    rate_limit:
+      - {{key: client_ip, rate: 2/m, burst: 2}}
+      - {{key: route, rate: 1/m, scope: global, mode: shadow}}
+redis: {{url: \"redis://{dead}\", on_failure: local}}
+upstreams:
+  - name: app
+    concurrency: {{}}
+    health: {{passive: {{consecutive_failures: 3}}}}
+    endpoints: [{{address: {backend}}}, {{address: {dead}}}]
+",
+        backend = backend.addr(),
+        dead = steady_testkit::dead_addr(),
+    );
+    let steady = start_yaml(&yaml).await;
+    for _ in 0..4 {
+        get(steady.addr, "/").await;
+    }
+    let text = steady.gateway.metrics().encode_prometheus();
+    assert!(text.contains("steady_rate_limited_total"), "{text}");
+    assert!(text.contains("steady_concurrency_limit"), "{text}");
+
+    let mut promtool = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            panic!("promtool not found ({e}): install Debian's prometheus package (.ci/run does)")
+        }
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n--- metrics ---\n{text}"
+    );
+}
