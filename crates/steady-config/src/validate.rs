@@ -106,23 +106,35 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
     }
     if let Some(redis) = &config.redis {
         let path = root.key("redis");
-        let url_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|scheme| redis.url.starts_with(scheme) && redis.url.len() > scheme.len());
-        if !url_ok {
+        if redis.url.starts_with("rediss://") {
             issues.push(Issue::new(
                 path.key("url"),
-                format!(
-                    "`{}` is not a Redis URL; write it like `redis://127.0.0.1:6379`",
-                    redis.url
-                ),
+                "TLS to Redis (`rediss://`) is not supported yet; use `redis://` on a \
+                 trusted network or a local TLS tunnel",
             ));
+        } else if let Err(message) = check_redis_url(&redis.url) {
+            issues.push(Issue::new(path.key("url"), message));
         }
         non_zero(redis.timeout, path.key("timeout"), issues);
     }
     let mut limit_names: HashMap<String, FieldPath> = HashMap::new();
+    let is_tcp = |listener: &str| {
+        config
+            .listener(listener)
+            .is_some_and(|l| l.protocol == ListenerProtocol::Tcp)
+    };
     for (i, route) in config.routes.iter().enumerate() {
         let path = root.key("routes").index(i);
+        if is_tcp(&route.listener) && !route.rate_limit.is_empty() {
+            issues.push(
+                Issue::new(
+                    path.key("rate_limit"),
+                    "rate limits apply to HTTP requests; a tcp listener's route has none \
+                     (use `limits.max_connections` on the listener)",
+                )
+                .at_key(),
+            );
+        }
         if let Some(header) = &route.priority_header {
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 issues.push(Issue::new(
@@ -173,6 +185,18 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
     for (i, upstream) in config.upstreams.iter().enumerate() {
         if let Some(concurrency) = &upstream.concurrency {
             let path = root.key("upstreams").index(i).key("concurrency");
+            let mut users = config.routes.iter().filter(|r| r.upstream == upstream.name);
+            let only_tcp = users.clone().next().is_some() && users.all(|r| is_tcp(&r.listener));
+            if only_tcp {
+                issues.push(
+                    Issue::new(
+                        path.clone(),
+                        "the concurrency limit applies to HTTP requests, and only tcp \
+                         listeners use this upstream",
+                    )
+                    .at_key(),
+                );
+            }
             for (field, message) in concurrency.problems() {
                 issues.push(Issue::new(path.key(field), message));
             }
@@ -814,6 +838,27 @@ fn check_upstreams(config: &Config, issues: &mut Vec<Issue>) {
             issues,
         );
         non_zero(upstream.dns_refresh, path.key("dns_refresh"), issues);
+    }
+}
+
+/// Checks a `redis://HOST:PORT[/DB]` or `unix:///path` URL enough that the client will
+/// open it.
+fn check_redis_url(text: &str) -> Result<(), String> {
+    let hint = || format!("`{text}` is not a Redis URL; write it like `redis://127.0.0.1:6379`");
+    let url = url::Url::parse(text).map_err(|e| format!("{}: {e}", hint()))?;
+    match url.scheme() {
+        "unix" | "redis+unix" if url.path().starts_with('/') => Ok(()),
+        "redis" => {
+            if url.host_str().is_none_or(str::is_empty) || url.port() == Some(0) {
+                return Err(hint());
+            }
+            let db = url.path().trim_start_matches('/');
+            if !db.is_empty() && db.parse::<u32>().is_err() {
+                return Err(format!("`/{db}` is not a database number in `{text}`"));
+            }
+            Ok(())
+        }
+        _ => Err(hint()),
     }
 }
 

@@ -158,3 +158,44 @@ fn trusted_proxies_must_be_networks() {
         "trusted_proxies: `10.0.0.0/33` is not an address or network",
     );
 }
+
+#[test]
+fn redis_urls_are_checked_before_start() {
+    let e = errors("redis: {url: 'rediss://cache:6380'}\n");
+    has(
+        &e,
+        "redis.url: TLS to Redis (`rediss://`) is not supported yet",
+    );
+    let e = errors("redis: {url: 'redis://:6379'}\n");
+    has(&e, "is not a Redis URL");
+    let e = errors("redis: {url: 'redis://127.0.0.1:6379/zero'}\n");
+    has(&e, "`/zero` is not a database number");
+    for good in [
+        "redis://127.0.0.1:6379",
+        "redis://user:secret@cache.internal:6379/2",
+        "redis://[::1]:6379",
+        "unix:///run/redis.sock",
+    ] {
+        let yaml = format!(
+            "{BASE}redis: {{url: '{good}'}}\nroutes: [{{name: r, listener: web, upstream: app}}]\n"
+        );
+        assert!(parse(&yaml, "steady.yaml").is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn admission_settings_on_tcp_traffic_are_refused_not_ignored() {
+    let e = errors_raw(
+        "listeners: [{name: db, bind: 127.0.0.1:5433, protocol: tcp}]\n\
+         routes: [{name: r, listener: db, upstream: pg, rate_limit: [{key: client_ip, rate: 5/s}]}]\n\
+         upstreams: [{name: pg, endpoints: [{address: 127.0.0.1:5432}], concurrency: {}}]\n",
+    );
+    has(
+        &e,
+        "routes[0].rate_limit: rate limits apply to HTTP requests",
+    );
+    has(
+        &e,
+        "upstreams[0].concurrency: the concurrency limit applies to HTTP requests",
+    );
+}

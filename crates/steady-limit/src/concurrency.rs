@@ -228,6 +228,8 @@ pub struct ConcurrencyLimiter {
     origin: Instant,
     /// The limit in force; written only by the controller, read on every admission.
     limit: AtomicU32,
+    /// The limit outside minimum-RTT measurements (see `learned_limit`).
+    learned: AtomicU32,
     /// Slots held, including slots handed to waiters that have not woken up yet.
     in_flight: AtomicU32,
     /// Waiters in `queue`, readable without its lock (changed only under it).
@@ -276,6 +278,11 @@ impl ConcurrencyLimiter {
         let limiter = Self {
             origin: Instant::now(),
             limit: AtomicU32::new(controller.limit),
+            learned: AtomicU32::new(if controller.measuring {
+                controller.resume_limit
+            } else {
+                controller.limit
+            }),
             in_flight: AtomicU32::new(0),
             queued: AtomicUsize::new(0),
             epoch: AtomicU64::new(controller.epoch),
@@ -325,6 +332,13 @@ impl ConcurrencyLimiter {
     /// The current limit.
     pub fn limit(&self) -> u32 {
         self.limit.load(Ordering::Acquire)
+    }
+
+    /// The limit learned from latency: [`limit`](Self::limit), except while the
+    /// minimum RTT is measured, when it is the limit that will come back afterwards.
+    /// Saturation should be read against this, or it spikes at every measurement.
+    pub fn learned_limit(&self) -> u32 {
+        self.learned.load(Ordering::Relaxed)
     }
 
     /// Requests holding a slot.
@@ -573,6 +587,12 @@ impl ConcurrencyLimiter {
             .store(controller.gradient.to_bits(), Ordering::Relaxed);
         self.measuring
             .store(controller.measuring, Ordering::Relaxed);
+        let learned = if controller.measuring {
+            controller.resume_limit
+        } else {
+            controller.limit
+        };
+        self.learned.store(learned, Ordering::Relaxed);
     }
 }
 
@@ -1323,6 +1343,8 @@ mod tests {
         let limiter = ConcurrencyLimiter::with_seed(adaptive(), 1);
         assert!(limiter.measuring_min_rtt());
         assert_eq!(limiter.limit(), 2);
+        // Saturation is read against the limit that comes back, not the pinned one.
+        assert_eq!(limiter.learned_limit(), 10);
         assert_eq!(limiter.min_rtt(), Duration::ZERO);
         // A failure says nothing about latency and does not count.
         limiter.try_acquire().unwrap().finish(None);

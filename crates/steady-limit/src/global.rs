@@ -532,6 +532,8 @@ struct Inner {
     available: AtomicBool,
     /// A background probe is pinging a Redis that is down.
     probing: AtomicBool,
+    /// Decisions that ran out of `timeout` while Redis itself answered.
+    late: AtomicU64,
     errors: AtomicU64,
     calls: AtomicU64,
 }
@@ -588,6 +590,7 @@ impl RedisStore {
             backoff: Mutex::new(Backoff::default()),
             available: AtomicBool::new(false),
             probing: AtomicBool::new(false),
+            late: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         });
@@ -612,7 +615,17 @@ impl RedisStore {
         limit: &GlobalLimit,
         key: &str,
     ) -> Result<GlobalDecision, Unavailable> {
-        let decision = self.decide(limit, key).await;
+        // One deadline for the whole decision, not only for each round trip: waiters
+        // queued behind a key's fetches (one in flight per key) must not wait for
+        // round trip after round trip.
+        let decision =
+            match tokio::time::timeout(self.inner.options.timeout, self.decide(limit, key)).await {
+                Ok(decision) => decision,
+                Err(_) => {
+                    self.inner.late.fetch_add(1, Ordering::Relaxed);
+                    return Err(Unavailable);
+                }
+            };
         if decision.is_err() {
             // Redis is down: make sure something notices when it comes back.
             Inner::spawn_probe(&self.inner);
@@ -660,6 +673,12 @@ impl RedisStore {
     /// Whether the last round trip to Redis succeeded.
     pub fn available(&self) -> bool {
         self.inner.available.load(Ordering::Relaxed)
+    }
+
+    /// Decisions that took longer than [`RedisOptions::timeout`] in all (waiting behind
+    /// other requests' fetches of the same key) and fell back to `on_failure`.
+    pub fn late(&self) -> u64 {
+        self.inner.late.load(Ordering::Relaxed)
     }
 
     /// Round trips to Redis that failed or timed out since start.

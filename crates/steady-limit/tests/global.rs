@@ -410,3 +410,36 @@ async fn a_stopped_control_runtime_fails_checks_instead_of_hanging() {
         .expect("a check whose round trip cannot run still returns");
     assert_eq!(outcome, Err(Unavailable));
 }
+
+/// Many requests for one key of a small limit (leased one token at a time) queue behind
+/// each other's round trips; none may wait longer than the timeout in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_never_waits_longer_than_the_timeout_in_all() {
+    let redis = RedisServer::start();
+    let control = Control::start();
+    let store = control.store(&redis.url(), Duration::from_millis(2));
+    until_available(&store).await;
+    let limit = Arc::new(limit("queue", 1000, Duration::from_secs(60), 1000));
+    let mut tasks = Vec::new();
+    for _ in 0..500 {
+        let (store, limit) = (store.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move { store.check(&limit, "k").await }));
+    }
+    let mut answered = 0;
+    let mut fell_back = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(Unavailable) => fell_back += 1,
+        }
+    }
+    println!(
+        "answered {answered}, fell back {fell_back}, late {}",
+        store.late()
+    );
+    assert_eq!(answered + fell_back, 500);
+    assert!(
+        store.late() > 0,
+        "500 serial round trips cannot all fit in 2 ms"
+    );
+}

@@ -91,6 +91,14 @@ pub fn retry_after_value(wait: Duration) -> HeaderValue {
     HeaderValue::from(secs.max(1))
 }
 
+/// The `q` and `w` of `RateLimit-Policy`: whole seconds for the window (the header's
+/// unit), and the quota scaled to it, so `10/100ms` reads `q=100;w=1`.
+fn policy_window(quota: Quota) -> (u64, u64) {
+    let w = ceil_secs(quota.per).max(1);
+    let q = (f64::from(quota.rate) * w as f64 / quota.per.as_secs_f64()).round() as u64;
+    (q, w)
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -129,12 +137,8 @@ impl Admission {
                     }),
                     _ => None,
                 };
-                let policy = format!(
-                    "\"{}\";q={};w={}",
-                    sanitize(&name),
-                    quota.rate,
-                    ceil_secs(quota.per).max(1)
-                );
+                let (q, w) = policy_window(quota);
+                let policy = format!("\"{}\";q={q};w={w}", sanitize(&name));
                 let (limited, fallback) = metrics.rate_limit(&route.name, &name, l.scope, l.mode);
                 RouteLimit {
                     route: route.name.as_str().into(),
@@ -228,30 +232,33 @@ impl Admission {
 impl RouteLimit {
     /// Hashes the request's key for this limit.
     fn key(&self, parts: &Parts, peer: IpAddr, trusted: &[IpNet]) -> u64 {
+        // Every value goes in with its length first, so no choice of bytes in one part
+        // can make two different keys hash the same input (`a`+`bc` vs `ab`+`c`).
+        fn value(h: &mut Xxh3, bytes: &[u8]) {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
         let mut h = Xxh3::new();
         for part in &self.parts {
             match part {
                 KeyPart::ClientIp => match client_ip(peer, &parts.headers, trusted) {
-                    IpAddr::V4(ip) => h.update(&ip.octets()),
-                    IpAddr::V6(ip) => h.update(&ip.octets()),
+                    IpAddr::V4(ip) => value(&mut h, &ip.octets()),
+                    IpAddr::V6(ip) => value(&mut h, &ip.octets()),
                 },
                 KeyPart::Header(name) => {
-                    for v in parts.headers.get_all(name.as_str()) {
-                        h.update(v.as_bytes());
-                        h.update(b",");
+                    let values = parts.headers.get_all(name.as_str());
+                    h.update(&(values.iter().count() as u64).to_le_bytes());
+                    for v in values {
+                        value(&mut h, v.as_bytes());
                     }
                 }
                 KeyPart::Cookie(name) => {
-                    if let Some(v) = crate::upstream::cookie(parts, name) {
-                        h.update(v);
-                    }
+                    value(&mut h, crate::upstream::cookie(parts, name).unwrap_or(b""))
                 }
-                KeyPart::Path => h.update(parts.uri.path().as_bytes()),
-                KeyPart::Route => h.update(self.route.as_bytes()),
-                KeyPart::Method => h.update(parts.method.as_str().as_bytes()),
+                KeyPart::Path => value(&mut h, parts.uri.path().as_bytes()),
+                KeyPart::Route => value(&mut h, self.route.as_bytes()),
+                KeyPart::Method => value(&mut h, parts.method.as_str().as_bytes()),
             }
-            // Separates parts so `a`+`bc` and `ab`+`c` differ.
-            h.update(&[0xff]);
         }
         h.digest()
     }
@@ -266,7 +273,11 @@ impl RouteLimit {
                 Err(_) => {
                     self.fallback.inc();
                     match global.on_failure {
-                        OnFailure::Allow => return (true, 0, Duration::ZERO),
+                        // Nothing is known about what is left: say the whole burst,
+                        // so clients pacing on the headers do not stop.
+                        OnFailure::Allow => {
+                            return (true, global.limit.quota.burst, Duration::ZERO)
+                        }
                         OnFailure::Deny => return (false, 0, Duration::from_secs(1)),
                         OnFailure::Local => {}
                     }
@@ -304,23 +315,29 @@ fn priority(p: ConfigPriority) -> Priority {
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the last
 /// `X-Forwarded-For` entry not itself a trusted proxy (as NGINX's `real_ip_recursive`).
+///
+/// Addresses are compared in canonical form, so an IPv4 peer on a dual-stack socket
+/// (`::ffff:10.0.0.1`) matches `10.0.0.0/8`.
 pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
     }
     let mut client = peer;
-    // Walk the chain from the nearest hop outwards.
+    // Walk the chain from the nearest hop outwards, hop by hop on the raw bytes: odd
+    // bytes a client put in its own part of the list cannot hide the hops proxies added.
     let values: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
     for value in values.iter().rev() {
-        let Ok(text) = value.to_str() else {
-            return client;
-        };
-        for hop in text.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+        for hop in value.as_bytes().rsplit(|b| *b == b',') {
+            let parsed = std::str::from_utf8(hop)
+                .ok()
+                .and_then(|h| h.trim().parse::<IpAddr>().ok());
+            let Some(ip) = parsed else {
                 // Garbage in the chain: trust nothing beyond it.
                 return client;
             };
+            let ip = ip.to_canonical();
             client = ip;
             if !is_trusted(&ip) {
                 return ip;
@@ -367,6 +384,22 @@ mod tests {
             client_ip(peer, &headers(&["1.2.3.4, junk, 10.2.2.2"]), &trusted),
             "10.2.2.2".parse::<IpAddr>().unwrap()
         );
+        // Non-ASCII bytes in the client's own part do not hide the hops after it.
+        let mut odd = http::HeaderMap::new();
+        odd.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 1.2.3.4, 10.1.1.1").unwrap(),
+        );
+        assert_eq!(
+            client_ip(peer, &odd, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        // A v4 peer seen through a dual-stack socket is still a trusted v4 proxy.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped, &headers(&["1.2.3.4"]), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // No header: the peer.
         assert_eq!(client_ip(peer, &headers(&[]), &trusted), peer);
         // Nothing trusted: always the peer.
@@ -379,6 +412,19 @@ mod tests {
         assert_eq!(retry_after_value(Duration::from_millis(1500)), "2");
         assert_eq!(retry_after_value(Duration::ZERO), "1");
         assert_eq!(retry_after_value(Duration::from_secs(60)), "60");
+    }
+
+    #[test]
+    fn policy_windows_are_whole_seconds() {
+        let q = |rate, per_ms| Quota {
+            rate,
+            per: Duration::from_millis(per_ms),
+            burst: 1,
+        };
+        assert_eq!(policy_window(q(100, 1000)), (100, 1));
+        assert_eq!(policy_window(q(1000, 60_000)), (1000, 60));
+        assert_eq!(policy_window(q(10, 100)), (100, 1));
+        assert_eq!(policy_window(q(3, 1500)), (4, 2));
     }
 
     #[test]

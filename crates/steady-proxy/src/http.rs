@@ -136,11 +136,16 @@ async fn proxy(
         start,
     )
     .await;
-    if let (Some(permit), Some(admitted)) = (permit, admitted) {
+    if let (Some(permit), Some(admitted), Some(limiter)) =
+        (permit, admitted, &route.upstream.concurrency)
+    {
         // The latency sample is the time to the response head; failures that never
-        // reached the endpoint say nothing about its latency.
+        // reached the endpoint say nothing about its latency. A timeout is what overload
+        // looks like, but it is the route's deadline, not a round trip: it must not
+        // become the minimum RTT.
         let sample = match &response {
-            Ok(_) | Err(Kind::Timeout) | Err(Kind::UpstreamProtocol) => Some(admitted.elapsed()),
+            Ok(_) | Err(Kind::UpstreamProtocol) => Some(admitted.elapsed()),
+            Err(Kind::Timeout) if !limiter.measuring_min_rtt() => Some(admitted.elapsed()),
             Err(_) => None,
         };
         permit.finish(sample);

@@ -338,7 +338,7 @@ impl Collector for ConcurrencyCollector {
             (
                 "steady_upstream_saturation",
                 "In-flight requests relative to the learned concurrency limit (1 = at the limit); an autoscaling signal",
-                |l| f64::from(l.in_flight()) / f64::from(l.limit().max(1)),
+                |l| f64::from(l.in_flight()) / f64::from(l.learned_limit().max(1)),
             ),
         ];
         for (name, help, read) in gauges {
@@ -381,6 +381,14 @@ impl Collector for RedisCollector {
         errors.encode(encoder.encode_descriptor(
             "steady_rate_limit_redis_errors",
             "Round trips to the rate-limit Redis that failed or timed out",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)?;
+        let late = Counter::<u64>::default();
+        late.inc_by(self.redis.late());
+        late.encode(encoder.encode_descriptor(
+            "steady_rate_limit_redis_late",
+            "Global rate-limit decisions that waited longer than redis.timeout in all and fell back to on_failure",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?)
