@@ -15,6 +15,7 @@
 //!   crates), their defaults, and lookup helpers such as [`Config::routes_for`].
 //! - [`health`]: the `health.active` block (HTTP/TCP/gRPC probes, thresholds) and its
 //!   checks; `steady-health` runs it.
+//! - [`fault`]: fault injection per route (delay or abort a share of requests).
 //! - [`limits`]: rate limits, the shared Redis, adaptive concurrency and priorities;
 //!   `steady-limit` enforces them.
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
@@ -28,6 +29,7 @@
 //! The full reference of every field is `docs/configuration.md`.
 
 mod diagnostic;
+pub mod fault;
 pub mod health;
 pub mod limits;
 mod locate;

@@ -186,6 +186,9 @@ pub struct Route {
     /// `priority`. Only for callers you trust.
     #[serde(default)]
     pub priority_header: Option<String>,
+    /// Faults to inject, to rehearse failures.
+    #[serde(default)]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 /// Request conditions; all given ones must hold.

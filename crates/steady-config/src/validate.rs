@@ -125,6 +125,24 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
     };
     for (i, route) in config.routes.iter().enumerate() {
         let path = root.key("routes").index(i);
+        if let Some(fault) = &route.fault {
+            if is_tcp(&route.listener) {
+                issues.push(
+                    Issue::new(
+                        path.key("fault"),
+                        "faults are injected into HTTP requests; a tcp listener's route has none",
+                    )
+                    .at_key(),
+                );
+            }
+            for (field, message) in fault.problems() {
+                let mut at = path.key("fault");
+                for part in field.split('.') {
+                    at = at.key(part);
+                }
+                issues.push(Issue::new(at, message));
+            }
+        }
         if is_tcp(&route.listener) && !route.rate_limit.is_empty() {
             issues.push(
                 Issue::new(

@@ -199,3 +199,22 @@ fn admission_settings_on_tcp_traffic_are_refused_not_ignored() {
         "upstreams[0].concurrency: the concurrency limit applies to HTTP requests",
     );
 }
+
+#[test]
+fn faults_are_checked() {
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, fault: \
+         {abort: {status: 99, percent: 150%}, delay: {duration: 0s}}}]\n",
+    );
+    has(&e, "routes[0].fault.abort.status: 99 is not a final status");
+    has(
+        &e,
+        "routes[0].fault.abort.percent: must be between 0% and 100%",
+    );
+    has(
+        &e,
+        "routes[0].fault.delay.duration: must be greater than 0s",
+    );
+    let e = errors("routes: [{name: r, listener: web, upstream: app, fault: {abrot: {}}}]\n");
+    has(&e, "did you mean `abort`");
+}

@@ -230,7 +230,10 @@ impl Gateway {
                         let route_metrics = metrics.route(&r.name, &r.upstream);
                         let admission =
                             Admission::new(r, trusted.clone(), redis.as_ref(), &metrics);
-                        routes.push(Route::new(r, upstream, route_metrics, admission));
+                        let faults = r.fault.as_ref().map(|f| {
+                            crate::fault::Faults::new(f, r.timeout, metrics.faults(&r.name))
+                        });
+                        routes.push(Route::new(r, upstream, route_metrics, admission, faults));
                     }
                     let ctx = Arc::new(HttpListener {
                         name: l.name.as_str().into(),

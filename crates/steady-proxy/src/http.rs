@@ -81,6 +81,19 @@ async fn proxy(
         return error_response(Kind::NoRoute, Some(&request_id));
     };
 
+    // Fault injection, when configured: rehearsed failures happen before admission.
+    if let Some(faults) = &route.faults {
+        if let Some(mut response) = faults.apply::<ResponseBody>(&parts).await {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id.clone());
+            route
+                .metrics
+                .record(response.status().as_u16(), start.elapsed());
+            return response;
+        }
+    }
+
     // Admit: the route's rate limits, then the upstream's concurrency limit.
     let rate = if route.admission.has_limits() {
         let verdict = route.admission.check(&parts, client.ip()).await;

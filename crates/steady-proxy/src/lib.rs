@@ -12,6 +12,7 @@
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
 //! - [`http`]: the request path; one function per phase.
+//! - [`fault`]: fault injection per route (delays and aborts), before admission.
 //! - [`admit`]: the admit phase: a route's rate limits (local and Redis-backed), the
 //!   request's priority, and the upstream's adaptive concurrency limit.
 //! - [`router`]: route matching on host, path, headers and method.
@@ -29,6 +30,7 @@ pub mod admit;
 pub mod body;
 pub mod conn;
 pub mod error;
+pub mod fault;
 pub mod gateway;
 pub mod headers;
 pub mod http;

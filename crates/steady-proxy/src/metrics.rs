@@ -40,6 +40,7 @@ pub struct Metrics {
     rate_limited: Family<Labels, Counter>,
     rate_limit_fallback: Family<Labels, Counter>,
     shed: Family<Labels, Counter>,
+    faults: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +89,12 @@ impl Metrics {
         let rate_limited = Family::<Labels, Counter>::default();
         let rate_limit_fallback = Family::<Labels, Counter>::default();
         let shed = Family::<Labels, Counter>::default();
+        let faults = Family::<Labels, Counter>::default();
+        registry.register(
+            "steady_faults_injected",
+            "Requests delayed or aborted by fault injection, by route and kind",
+            faults.clone(),
+        );
         registry.register(
             "steady_rate_limited",
             "Requests over a rate limit (refused with 429, or only counted in shadow mode), by route, limit, scope and mode",
@@ -120,6 +127,7 @@ impl Metrics {
             rate_limited,
             rate_limit_fallback,
             shed,
+            faults,
         }
     }
 
@@ -171,6 +179,16 @@ impl Metrics {
             .get_or_create(&labels[..2].to_vec())
             .clone();
         (limited, fallback)
+    }
+
+    /// Pre-creates the fault counters of one route: `(delayed, aborted)`.
+    pub fn faults(&self, route: &str) -> (Counter, Counter) {
+        let kind = |k: &str| {
+            self.faults
+                .get_or_create(&vec![("route", route.to_string()), ("kind", k.to_string())])
+                .clone()
+        };
+        (kind("delay"), kind("abort"))
     }
 
     /// Counts a request shed by `upstream`'s concurrency limit (rare path: label

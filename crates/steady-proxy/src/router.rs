@@ -42,6 +42,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Rate limits and priority of this route.
     pub admission: crate::admit::Admission,
+    /// Faults to inject, if configured.
+    pub faults: Option<crate::fault::Faults>,
 }
 
 impl Route {
@@ -51,6 +53,7 @@ impl Route {
         upstream: Arc<Upstream>,
         metrics: RouteMetrics,
         admission: crate::admit::Admission,
+        faults: Option<crate::fault::Faults>,
     ) -> Route {
         let m = &config.matcher;
         let host = match m.host.as_deref() {
@@ -89,6 +92,7 @@ impl Route {
             timeout: config.timeout,
             metrics,
             admission,
+            faults,
         }
     }
 
