@@ -411,6 +411,44 @@ impl Concurrency {
     }
 }
 
+/// Fixed limits on what one upstream may be asked to carry (`upstreams[].circuit_breakers`),
+/// as Envoy's circuit breakers: over a limit, a request is answered 503 at once instead of
+/// piling onto an upstream that is already struggling. Each limit is for the whole
+/// upstream, across worker threads; absent means no limit.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// Most upstream connections open at once (HTTP/1.1 upstreams).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Most requests waiting for a new upstream connection at once.
+    #[serde(default)]
+    pub max_pending_requests: Option<usize>,
+    /// Most requests in flight to the upstream at once.
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+}
+
+impl CircuitBreakers {
+    /// Every range problem, as `(field, message)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        [
+            ("max_connections", self.max_connections),
+            ("max_pending_requests", self.max_pending_requests),
+            ("max_requests", self.max_requests),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == Some(0))
+        .map(|(field, _)| {
+            (
+                field,
+                "must be at least 1; leave it out for no limit".to_string(),
+            )
+        })
+        .collect()
+    }
+}
+
 /// A share written `25%` (or a bare number of percent, `25`); held as a fraction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Percent(pub f64);

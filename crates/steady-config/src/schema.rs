@@ -329,6 +329,9 @@ pub struct Upstream {
     /// Adaptive concurrency limit with a small priority queue; absent means no limit.
     #[serde(default)]
     pub concurrency: Option<crate::limits::Concurrency>,
+    /// Fixed limits on connections, pending and active requests; absent means none.
+    #[serde(default)]
+    pub circuit_breakers: Option<crate::limits::CircuitBreakers>,
     /// The instances that serve this upstream.
     pub endpoints: Vec<Endpoint>,
 }

@@ -201,6 +201,12 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
         }
     }
     for (i, upstream) in config.upstreams.iter().enumerate() {
+        if let Some(breakers) = &upstream.circuit_breakers {
+            let path = root.key("upstreams").index(i).key("circuit_breakers");
+            for (field, message) in breakers.problems() {
+                issues.push(Issue::new(path.key(field), message));
+            }
+        }
         if let Some(concurrency) = &upstream.concurrency {
             let path = root.key("upstreams").index(i).key("concurrency");
             let mut users = config.routes.iter().filter(|r| r.upstream == upstream.name);

@@ -218,3 +218,37 @@ fn faults_are_checked() {
     let e = errors("routes: [{name: r, listener: web, upstream: app, fault: {abrot: {}}}]\n");
     has(&e, "did you mean `abort`");
 }
+
+#[test]
+fn circuit_breakers_are_checked() {
+    let config = parse(
+        "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+         routes: [{name: r, listener: web, upstream: app}]\n\
+         upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}], \
+         circuit_breakers: {max_connections: 100, max_requests: 50}}]\n",
+        "steady.yaml",
+    )
+    .unwrap();
+    let b = config.upstreams[0].circuit_breakers.as_ref().unwrap();
+    assert_eq!(
+        (b.max_connections, b.max_pending_requests, b.max_requests),
+        (Some(100), None, Some(50))
+    );
+    let e = errors_raw(
+        "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+         routes: [{name: r, listener: web, upstream: app}]\n\
+         upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}], \
+         circuit_breakers: {max_pending_requests: 0, max_conections: 5}}]\n",
+    );
+    has(&e, "did you mean `max_connections`");
+    let e = errors_raw(
+        "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+         routes: [{name: r, listener: web, upstream: app}]\n\
+         upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}], \
+         circuit_breakers: {max_pending_requests: 0}}]\n",
+    );
+    has(
+        &e,
+        "circuit_breakers.max_pending_requests: must be at least 1",
+    );
+}

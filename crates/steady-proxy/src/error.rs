@@ -41,6 +41,12 @@ pub enum Kind {
     RateLimited,
     /// The upstream is at its concurrency limit and the request was shed.
     Overload,
+    /// A circuit breaker of the upstream is open: too many connections.
+    BreakerConnections,
+    /// A circuit breaker of the upstream is open: too many requests waiting for one.
+    BreakerPending,
+    /// A circuit breaker of the upstream is open: too many requests in flight.
+    BreakerRequests,
 }
 
 impl Kind {
@@ -59,13 +65,21 @@ impl Kind {
             Kind::MethodNotAllowed => "method-not-allowed",
             Kind::RateLimited => "rate-limited",
             Kind::Overload => "overload",
+            Kind::BreakerConnections | Kind::BreakerPending | Kind::BreakerRequests => {
+                "circuit-open"
+            }
         }
     }
 
     /// Where failures of this kind come from.
     pub fn source(self) -> Source {
         match self {
-            Kind::NoRoute | Kind::NoEndpoint | Kind::Overload => Source::Internal,
+            Kind::NoRoute
+            | Kind::NoEndpoint
+            | Kind::Overload
+            | Kind::BreakerConnections
+            | Kind::BreakerPending
+            | Kind::BreakerRequests => Source::Internal,
             Kind::Connect | Kind::Timeout | Kind::UpstreamProtocol => Source::Upstream,
             Kind::BadRequest
             | Kind::BodyTooLarge
@@ -99,7 +113,31 @@ impl Kind {
             Kind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Kind::Overload => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Overload
+            | Kind::BreakerConnections
+            | Kind::BreakerPending
+            | Kind::BreakerRequests => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The circuit breaker that refused the request, for `x-steady-circuit-breaker`.
+    pub fn breaker(self) -> Option<crate::breakers::Breaker> {
+        use crate::breakers::Breaker;
+        match self {
+            Kind::BreakerConnections => Some(Breaker::Connections),
+            Kind::BreakerPending => Some(Breaker::Pending),
+            Kind::BreakerRequests => Some(Breaker::Requests),
+            _ => None,
+        }
+    }
+
+    /// The failure a refusal by `breaker` is.
+    pub fn from_breaker(breaker: crate::breakers::Breaker) -> Kind {
+        use crate::breakers::Breaker;
+        match breaker {
+            Breaker::Connections => Kind::BreakerConnections,
+            Breaker::Pending => Kind::BreakerPending,
+            Breaker::Requests => Kind::BreakerRequests,
         }
     }
 }
@@ -151,6 +189,12 @@ where
         HeaderValue::from_static("application/json"),
     );
     headers.insert("x-steady-error", HeaderValue::from_static(kind.reason()));
+    if let Some(breaker) = kind.breaker() {
+        headers.insert(
+            "x-steady-circuit-breaker",
+            HeaderValue::from_static(breaker.as_str()),
+        );
+    }
     if let Some(id) = request_id {
         headers.insert("x-request-id", id.clone());
     }

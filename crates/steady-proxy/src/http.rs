@@ -138,6 +138,26 @@ async fn proxy(
         }
     };
     let admitted = permit.as_ref().map(|_| std::time::Instant::now());
+    // Circuit breaker on requests in flight to the upstream (until the response head).
+    let _active = match route
+        .upstream
+        .breakers
+        .take(crate::breakers::Breaker::Requests)
+    {
+        Ok(slot) => slot,
+        Err(breaker) => {
+            let kind = Kind::from_breaker(breaker);
+            route.metrics.failure(kind);
+            let mut response = error_response(kind, Some(&request_id));
+            if let Some(rate) = &rate {
+                rate.decorate(response.headers_mut());
+            }
+            route
+                .metrics
+                .record(response.status().as_u16(), start.elapsed());
+            return response;
+        }
+    };
 
     let response = forward(
         listener,
@@ -286,14 +306,15 @@ async fn forward(
         match transport {
             Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
                 Ok((response, lease)) => Ok((response, Some(lease))),
-                Err(e) => Err((
+                Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
+                Err(e) => Err(Ok((
                     matches!(e, crate::pool::PoolError::Connect { .. }),
                     e.to_string(),
-                )),
+                ))),
             },
             Transport::H2c(client) => match client.request(upstream_req).await {
                 Ok(response) => Ok((response, None)),
-                Err(e) => Err((e.is_connect(), e.to_string())),
+                Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
             },
         }
     };
@@ -310,7 +331,12 @@ async fn forward(
             upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure);
             return Err(Kind::Timeout);
         }
-        Ok(Err((is_connect, e))) => {
+        // A circuit breaker refused a connection: the endpoint did nothing wrong.
+        Ok(Err(Err(breaker))) => {
+            drop(in_flight);
+            return Err(Kind::from_breaker(breaker));
+        }
+        Ok(Err(Ok((is_connect, e)))) => {
             let kind = match verdict.as_deref() {
                 Some(v) if v.too_large() => Kind::BodyTooLarge,
                 Some(v) if v.broken() => Kind::ClientAborted,

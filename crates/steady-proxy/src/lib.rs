@@ -18,6 +18,7 @@
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
+//! - [`breakers`]: an upstream's circuit breakers (connections, pending, requests).
 //! - [`pool`]: steady's own per-worker pool of HTTP/1.1 upstream connections.
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
 //! - [`body`]: streaming request/response bodies and the request size limit.
@@ -28,6 +29,7 @@
 
 pub mod admit;
 pub mod body;
+pub mod breakers;
 pub mod conn;
 pub mod error;
 pub mod fault;

@@ -113,6 +113,9 @@ impl Metrics {
         registry.register_collector(Box::new(EndpointCollector {
             upstreams: upstreams.clone(),
         }));
+        registry.register_collector(Box::new(BreakerCollector {
+            upstreams: upstreams.clone(),
+        }));
         registry.register_collector(Box::new(ConcurrencyCollector { upstreams }));
         if let Some(redis) = redis {
             registry.register_collector(Box::new(RedisCollector { redis }));
@@ -375,6 +378,81 @@ impl Collector for ConcurrencyCollector {
             Some(&prometheus_client::registry::Unit::Seconds),
             samples,
         )
+    }
+}
+
+/// Reads each upstream's circuit-breaker counts and overflows at scrape time.
+#[derive(Debug)]
+struct BreakerCollector {
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Collector for BreakerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::breakers::Breaker;
+        let gauges = [
+            (
+                "steady_upstream_connections",
+                "Open HTTP/1.1 connections to the upstream, across workers",
+                Breaker::Connections,
+            ),
+            (
+                "steady_upstream_pending_requests",
+                "Requests waiting for a new connection to the upstream",
+                Breaker::Pending,
+            ),
+            (
+                "steady_upstream_active_requests",
+                "Requests in flight to the upstream (until the response head)",
+                Breaker::Requests,
+            ),
+        ];
+        for (name, help, breaker) in gauges {
+            let samples = self.upstreams.iter().map(|u| {
+                (
+                    vec![("upstream", u.name.to_string())],
+                    u.breakers.current(breaker) as f64,
+                )
+            });
+            encode_gauges(&mut encoder, name, help, None, samples)?;
+        }
+        let samples = self.upstreams.iter().flat_map(|u| {
+            Breaker::ALL.into_iter().filter_map(move |b| {
+                let limit = u.breakers.limit(b)?;
+                Some((
+                    vec![
+                        ("upstream", u.name.to_string()),
+                        ("breaker", b.as_str().to_string()),
+                    ],
+                    limit as f64,
+                ))
+            })
+        });
+        encode_gauges(
+            &mut encoder,
+            "steady_circuit_breaker_limit",
+            "Configured circuit-breaker limits of the upstream",
+            None,
+            samples,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "steady_circuit_breaker_overflows",
+            "Requests refused with 503 because a circuit breaker of the upstream was full",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for u in &self.upstreams {
+            for b in Breaker::ALL {
+                let labels: Labels = vec![
+                    ("upstream", u.name.to_string()),
+                    ("breaker", b.as_str().to_string()),
+                ];
+                let counter = Counter::<u64>::default();
+                counter.inc_by(u.breakers.overflows(b));
+                counter.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
+use crate::breakers::{Breaker, Breakers};
 
 /// Why a request could not be sent on a pooled connection.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum PoolError {
     /// The exchange failed after the connection was up.
     #[error("upstream: {0}")]
     Http(#[from] hyper::Error),
+    /// A circuit breaker refused a new connection.
+    #[error("circuit breaker {} is open", .0.as_str())]
+    Breaker(Breaker),
 }
 
 struct Idle {
@@ -50,20 +54,24 @@ pub struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_endpoint: usize,
+    /// The upstream's circuit breakers: open connections and requests waiting for one.
+    breakers: Arc<Breakers>,
 }
 
 impl Pool {
-    /// Creates an empty pool.
+    /// Creates an empty pool counting against `breakers`.
     pub fn new(
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle_per_endpoint: usize,
+        breakers: Arc<Breakers>,
     ) -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             connect_timeout,
             idle_timeout,
             max_idle_per_endpoint,
+            breakers,
         }
     }
 
@@ -104,6 +112,16 @@ impl Pool {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<RequestBody>, PoolError> {
+        // Waiting for a new connection is what `max_pending_requests` bounds; the
+        // connection itself holds a `max_connections` unit for as long as it lives.
+        let _pending = self
+            .breakers
+            .take(Breaker::Pending)
+            .map_err(PoolError::Breaker)?;
+        let open = self
+            .breakers
+            .take(Breaker::Connections)
+            .map_err(PoolError::Breaker)?;
         let connect_error = |reason: String| PoolError::Connect { addr, reason };
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -119,6 +137,7 @@ impl Pool {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection ended with error");
             }
+            drop(open);
         });
         Ok(sender)
     }

@@ -68,6 +68,8 @@ pub struct Upstream {
     panic_threshold: Option<u32>,
     /// Adaptive concurrency limit shared by every worker, if configured.
     pub concurrency: Option<Arc<ConcurrencyLimiter>>,
+    /// Circuit breakers (and the counts behind them), shared by every worker.
+    pub breakers: Arc<crate::breakers::Breakers>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -100,12 +102,14 @@ impl Upstream {
             slow_start: config.slow_start,
             bounded_load: config.hash.as_ref().and_then(|h| h.bounded_load),
         };
+        let breakers = crate::breakers::Breakers::new(config.circuit_breakers.as_ref());
         let transports = (0..workers.max(1))
             .map(|_| match config.protocol {
                 UpstreamProtocol::Http1 => Transport::Http1(Arc::new(crate::pool::Pool::new(
                     config.connect_timeout,
                     config.pool_idle_timeout,
                     config.pool_max_idle_per_endpoint,
+                    breakers.clone(),
                 ))),
                 UpstreamProtocol::H2c => Transport::H2c(Box::new(h2c_client(config))),
             })
@@ -125,6 +129,7 @@ impl Upstream {
                 .concurrency
                 .as_ref()
                 .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
+            breakers,
         };
         upstream.resolve().await;
         if let Some(passive) = passive {

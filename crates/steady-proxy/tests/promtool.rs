@@ -26,6 +26,7 @@ redis: {{url: \"redis://{dead}\", on_failure: local}}
 upstreams:
   - name: app
     concurrency: {{}}
+    circuit_breakers: {{max_connections: 10, max_requests: 10}}
     health: {{passive: {{consecutive_failures: 3}}}}
     endpoints: [{{address: {backend}}}, {{address: {dead}}}]
 ",
@@ -39,6 +40,7 @@ upstreams:
     let text = steady.gateway.metrics().encode_prometheus();
     assert!(text.contains("steady_rate_limited_total"), "{text}");
     assert!(text.contains("steady_concurrency_limit"), "{text}");
+    assert!(text.contains("steady_circuit_breaker_limit"), "{text}");
 
     let mut promtool = match Command::new("promtool")
         .args(["check", "metrics"])
