@@ -59,6 +59,22 @@ impl Drop for Slot {
     }
 }
 
+/// As [`Slot`], borrowing the breakers: for the request path, where the upstream
+/// outlives the request and an `Arc` clone would cost two more atomic operations.
+#[derive(Debug)]
+pub struct SlotRef<'a> {
+    breakers: &'a Breakers,
+    breaker: Breaker,
+}
+
+impl Drop for SlotRef<'_> {
+    fn drop(&mut self) {
+        self.breakers
+            .counter(self.breaker)
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Breakers {
     /// Breakers with the limits of `config` (none when absent).
     pub fn new(config: Option<&steady_config::limits::CircuitBreakers>) -> Arc<Breakers> {
@@ -89,6 +105,16 @@ impl Breakers {
 
     /// Takes one unit of `breaker`, or says it is full (and counts the overflow).
     pub fn take(self: &Arc<Self>, breaker: Breaker) -> Result<Slot, Breaker> {
+        // The borrowed slot's unit moves into the owned one.
+        std::mem::forget(self.take_ref(breaker)?);
+        Ok(Slot {
+            breakers: Arc::clone(self),
+            breaker,
+        })
+    }
+
+    /// As [`Breakers::take`], borrowing.
+    pub fn take_ref(&self, breaker: Breaker) -> Result<SlotRef<'_>, Breaker> {
         let counter = self.counter(breaker);
         match self.max(breaker) {
             None => {
@@ -104,8 +130,8 @@ impl Breakers {
                 }
             }
         }
-        Ok(Slot {
-            breakers: Arc::clone(self),
+        Ok(SlotRef {
+            breakers: self,
             breaker,
         })
     }

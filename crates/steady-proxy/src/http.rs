@@ -142,7 +142,7 @@ async fn proxy(
     let _active = match route
         .upstream
         .breakers
-        .take(crate::breakers::Breaker::Requests)
+        .take_ref(crate::breakers::Breaker::Requests)
     {
         Ok(slot) => slot,
         Err(breaker) => {
