@@ -18,6 +18,7 @@
 //! - [`fault`]: fault injection per route (delay or abort a share of requests).
 //! - [`limits`]: rate limits, the shared Redis, adaptive concurrency and priorities;
 //!   `steady-limit` enforces them.
+//! - [`retry`]: the retry policy of a route (conditions, attempts, budget, back-off).
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
 //! - `parse`: text to [`Config`]; recovers after each serde error so that all
 //!   of them are reported ([`parse()`], [`load`]).
@@ -34,6 +35,7 @@ pub mod health;
 pub mod limits;
 mod locate;
 mod parse;
+pub mod retry;
 pub mod schema;
 pub mod units;
 pub mod validate;

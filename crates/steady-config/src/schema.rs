@@ -189,6 +189,9 @@ pub struct Route {
     /// Faults to inject, to rehearse failures.
     #[serde(default)]
     pub fault: Option<crate::fault::Fault>,
+    /// Retries of failed attempts on other endpoints; absent means none.
+    #[serde(default)]
+    pub retries: Option<crate::retry::Retries>,
 }
 
 /// Request conditions; all given ones must hold.

@@ -143,6 +143,11 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
                 issues.push(Issue::new(at, message));
             }
         }
+        if let Some(retries) = &route.retries {
+            for (field, message) in retries.problems() {
+                issues.push(Issue::new(path.key("retries").key(field), message));
+            }
+        }
         if is_tcp(&route.listener) && !route.rate_limit.is_empty() {
             issues.push(
                 Issue::new(

@@ -252,3 +252,39 @@ fn circuit_breakers_are_checked() {
         "circuit_breakers.max_pending_requests: must be at least 1",
     );
 }
+
+#[test]
+fn retries_parse_as_the_issue_writes_them() {
+    use steady_config::retry::RetryOn;
+    let yaml = format!(
+        "{BASE}routes: [{{name: r, listener: web, upstream: app, retries: \
+         {{attempts: 3, on: [connect-failure, reset, 502, 503, 504], per_try_timeout: 2s, \
+         budget: 20%, backoff: 25ms}}}}]\n"
+    );
+    let config = parse(&yaml, "steady.yaml").unwrap();
+    let r = config.routes[0].retries.as_ref().unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(
+        r.on,
+        [
+            RetryOn::ConnectFailure,
+            RetryOn::Reset,
+            RetryOn::Status(502),
+            RetryOn::Status(503),
+            RetryOn::Status(504)
+        ]
+    );
+    assert_eq!(r.per_try_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(r.budget.0, 0.2);
+    assert_eq!(r.effective_max_backoff(), Duration::from_millis(250));
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, retries: \
+         {attempts: 0, on: [oops, 200], per_try_timeout: 0s}}]\n",
+    );
+    has(&e, "`oops` is not a retry condition");
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, retries: {attempts: 0, per_try_timeout: 0s}}]\n",
+    );
+    has(&e, "retries.attempts: 0 is out of range");
+    has(&e, "retries.per_try_timeout: must be greater than 0s");
+}

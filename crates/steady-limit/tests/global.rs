@@ -438,8 +438,8 @@ async fn a_decision_never_waits_longer_than_the_timeout_in_all() {
         store.late()
     );
     assert_eq!(answered + fell_back, 500);
-    assert!(
-        store.late() > 0,
-        "500 serial round trips cannot all fit in 2 ms"
-    );
+    // 500 serial round trips cannot all fit in 2 ms: the rest fell back, either late
+    // (queued behind other fetches) or because a round trip itself timed out.
+    assert!(fell_back > 0);
+    assert!(store.late() + store.errors() > 0);
 }

@@ -49,12 +49,20 @@ impl BodyVerdict {
     }
 }
 
+/// Where a request body's bytes come from.
+enum Source {
+    /// Streamed from the client as it arrives.
+    Stream(Incoming),
+    /// Read in full beforehand (so a retry can send it again); taken by the first poll.
+    Buffered(Option<Bytes>),
+}
+
 pin_project_lite::pin_project! {
     /// A client's request body on its way upstream, cut off at the listener's size limit
-    /// and when the client pauses too long.
+    /// and when the client pauses too long; or a body read in full beforehand, which a
+    /// retry can send again.
     pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
+        inner: Source,
         seen: u64,
         limit: u64,
         // Pause allowed between two reads, and the timer of the current wait (created
@@ -75,12 +83,24 @@ impl RequestBody {
         verdict: Option<Arc<BodyVerdict>>,
     ) -> Self {
         Self {
-            inner,
+            inner: Source::Stream(inner),
             seen: 0,
             limit,
             read_timeout,
             timer: None,
             verdict,
+        }
+    }
+
+    /// A body whose bytes are already here (a replay of a buffered request body).
+    pub fn buffered(data: Bytes) -> Self {
+        Self {
+            inner: Source::Buffered((!data.is_empty()).then_some(data)),
+            seen: 0,
+            limit: u64::MAX,
+            read_timeout: Duration::MAX,
+            timer: None,
+            verdict: None,
         }
     }
 }
@@ -107,8 +127,12 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let this = self.project();
+        let inner = match this.inner {
+            Source::Buffered(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Source::Stream(inner) => inner,
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         if polled.is_pending() {
             let deadline = tokio::time::Instant::now() + *this.read_timeout;
             let timer = this
@@ -139,7 +163,7 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge(*this.limit))));
                     }
                 }
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     if let Some(v) = this.verdict {
                         v.complete.store(true, Ordering::Relaxed);
                     }
@@ -162,11 +186,19 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Stream(inner) => inner.is_end_stream(),
+            Source::Buffered(data) => data.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Stream(inner) => inner.size_hint(),
+            Source::Buffered(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 

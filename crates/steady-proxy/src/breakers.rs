@@ -41,7 +41,20 @@ pub struct Breakers {
     connections: AtomicUsize,
     pending: AtomicUsize,
     requests: AtomicUsize,
+    retries: AtomicUsize,
     overflows: [AtomicU64; 3],
+}
+
+/// One retry in flight (see [`Breakers::try_retry`]).
+#[derive(Debug)]
+pub struct RetryGuard<'a> {
+    breakers: &'a Breakers,
+}
+
+impl Drop for RetryGuard<'_> {
+    fn drop(&mut self) {
+        self.breakers.retries.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Holds one unit of a counter; gives it back when dropped.
@@ -134,6 +147,25 @@ impl Breakers {
             breakers: self,
             breaker,
         })
+    }
+
+    /// Allows one retry if the retries in flight stay within the budget: at most
+    /// `share` of the requests in flight, and always at least `min` (Envoy's retry
+    /// budget). The retry counts until the returned guard drops.
+    pub fn try_retry(&self, share: f64, min: u32) -> Option<RetryGuard<'_>> {
+        let requests = self.requests.load(Ordering::Acquire) as f64;
+        let allowed = ((requests * share) as usize).max(min as usize);
+        self.retries
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .ok()?;
+        Some(RetryGuard { breakers: self })
+    }
+
+    /// Retries in flight now.
+    pub fn retries(&self) -> usize {
+        self.retries.load(Ordering::Acquire)
     }
 
     /// Units of `breaker` in use now.

@@ -8,11 +8,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use steady_balance::{Outcome, RequestResult};
 use tokio_util::task::TaskTracker;
 
@@ -272,35 +275,224 @@ async fn forward(
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let transport = upstream.transport();
-    let uri: Uri = if let Transport::Http1(_) = transport {
-        // Our HTTP/1.1 pool sends the target as given: origin-form, which is what
-        // HTTP/1.1 clients send anyway (no copy then).
-        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
-            std::mem::take(&mut parts.uri)
-        } else {
-            let pq = parts.uri.path_and_query().cloned();
-            Uri::from(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")))
+    // Retries need a body they can send again, and never apply to upgrades.
+    let policy = route.retries.as_ref().filter(|_| upgrade.is_none());
+    let Some(policy) = policy else {
+        let uri = upstream_uri(transport, parts, endpoint.addr(), true)?;
+        let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
+        let mut upstream_req = Request::new(RequestBody::new(
+            body,
+            listener.max_body,
+            listener.body_read_timeout,
+            verdict.clone(),
+        ));
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
+        let exchanged = attempt(
+            route,
+            &endpoint,
+            upstream_req,
+            verdict.as_deref(),
+            route.timeout,
+            start,
+        )
+        .await?;
+        return answer(listener, exchanged, request_id, client_upgrade, upgrade);
+    };
+
+    // With retries: read a small body in full first so every attempt can send it.
+    let replayable = if body.is_end_stream() {
+        Some(Bytes::new())
+    } else if body
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len <= policy.buffer.bytes())
+    {
+        let verdict = Arc::new(BodyVerdict::default());
+        let reading = RequestBody::new(
+            body,
+            listener.max_body,
+            listener.body_read_timeout,
+            Some(verdict.clone()),
+        );
+        match tokio::time::timeout(route.timeout, reading.collect()).await {
+            Ok(Ok(collected)) => Some(collected.to_bytes()),
+            Ok(Err(_)) if verdict.too_large() => return Err(Kind::BodyTooLarge),
+            Ok(Err(_)) if verdict.timed_out() => return Err(Kind::ClientTimeout),
+            Ok(Err(_)) => return Err(Kind::ClientAborted),
+            Err(_) => return Err(Kind::ClientTimeout),
         }
     } else {
-        // hyper-util's client wants an absolute URI to pick its pool.
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        format!("http://{}{}", endpoint.addr(), path_and_query)
-            .parse()
-            .map_err(|_| Kind::BadRequest)?
+        // Too large (or of unknown size) to keep: one attempt, streamed.
+        let uri = upstream_uri(transport, parts, endpoint.addr(), true)?;
+        let verdict = Arc::new(BodyVerdict::default());
+        let mut upstream_req = Request::new(RequestBody::new(
+            body,
+            listener.max_body,
+            listener.body_read_timeout,
+            Some(verdict.clone()),
+        ));
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
+        let exchanged = attempt(
+            route,
+            &endpoint,
+            upstream_req,
+            Some(&verdict),
+            route.timeout,
+            start,
+        )
+        .await?;
+        return answer(listener, exchanged, request_id, client_upgrade, upgrade);
     };
-    let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
-    let mut upstream_req = Request::new(RequestBody::new(
-        body,
-        listener.max_body,
-        listener.body_read_timeout,
-        verdict.clone(),
-    ));
-    *upstream_req.method_mut() = parts.method.clone();
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.version_mut() = Version::HTTP_11;
-    *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
+    let body = replayable.unwrap_or_default();
+    let idempotent = is_idempotent(&parts.method) || policy.non_idempotent;
+    let deadline = start + route.timeout;
+    let mut endpoint = endpoint;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempt_no = 1;
+    // Holds the budget of the retry in flight, if any.
+    let mut _retry_guard = None;
+    loop {
+        let uri = upstream_uri(transport, parts, endpoint.addr(), false)?;
+        let mut upstream_req = Request::new(RequestBody::buffered(body.clone()));
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = parts.headers.clone();
+        let now = std::time::Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let per_try = policy.per_try_timeout.map_or(left, |t| t.min(left));
+        let result = attempt(route, &endpoint, upstream_req, None, per_try, now).await;
+        let Some(reason) = retry_reason(policy, &result, idempotent) else {
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
+        };
+        if attempt_no >= policy.attempts {
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
+        }
+        // The budget: retries in flight may be a share of the requests in flight.
+        let Some(guard) = upstream
+            .breakers
+            .try_retry(policy.budget.0, policy.min_retries)
+        else {
+            listener.metrics.retry(&route.name, "budget-exhausted");
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
+        };
+        let backoff = backoff(policy, attempt_no);
+        if std::time::Instant::now() + backoff >= deadline {
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
+        }
+        // A retry goes to another endpoint; with none left, the last answer stands.
+        tried.push(endpoint.addr());
+        let next = upstream
+            .pick(hash, &tried, std::time::Instant::now())
+            .filter(|e| !tried.contains(&e.addr()));
+        let Some(next) = next else {
+            listener.metrics.retry(&route.name, "no-other-endpoint");
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
+        };
+        drop(result);
+        _retry_guard = Some(guard);
+        tokio::time::sleep(backoff).await;
+        listener.metrics.retry(&route.name, reason);
+        tracing::debug!(route = %route.name, from = %endpoint.addr(), to = %next.addr(), reason, attempt = attempt_no + 1, "retrying");
+        endpoint = next;
+        attempt_no += 1;
+    }
+}
 
-    // Forward.
+/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Why `result` may be retried under `policy`, or `None`.
+fn retry_reason(
+    policy: &steady_config::retry::Retries,
+    result: &Result<Exchanged, Kind>,
+    idempotent: bool,
+) -> Option<&'static str> {
+    use steady_config::retry::RetryOn;
+    let wants = |on: RetryOn| policy.on.contains(&on);
+    match result {
+        // Never sent: safe for any method.
+        Err(Kind::Connect) if wants(RetryOn::ConnectFailure) => Some("connect-failure"),
+        Err(Kind::UpstreamProtocol) if idempotent && wants(RetryOn::Reset) => Some("reset"),
+        Err(Kind::Timeout) if idempotent && wants(RetryOn::Timeout) => Some("timeout"),
+        Ok((response, _)) if idempotent => {
+            let code = response.status().as_u16();
+            let listed = wants(RetryOn::Status(code))
+                || ((500..=599).contains(&code) && wants(RetryOn::Any5xx));
+            listed.then_some("status")
+        }
+        _ => None,
+    }
+}
+
+/// Full-jitter exponential back-off before retry number `attempt` (1 = first retry).
+fn backoff(policy: &steady_config::retry::Retries, attempt: u32) -> Duration {
+    let cap = policy.effective_max_backoff();
+    let grown = policy
+        .backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(cap);
+    grown.mul_f64(fastrand::f64())
+}
+
+/// The target the transport sends: origin-form on steady's HTTP/1.1 pool (no copy when
+/// the client sent origin-form), an absolute URI for hyper-util's h2c client, which picks
+/// its pool by it.
+/// With `last`, the request's own URI is moved out instead of copied (its final use).
+fn upstream_uri(
+    transport: &Transport,
+    parts: &mut http::request::Parts,
+    endpoint: SocketAddr,
+    last: bool,
+) -> Result<Uri, Kind> {
+    if let Transport::Http1(_) = transport {
+        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            Ok(if last {
+                std::mem::take(&mut parts.uri)
+            } else {
+                parts.uri.clone()
+            })
+        } else {
+            let pq = parts.uri.path_and_query().cloned();
+            Ok(Uri::from(pq.unwrap_or_else(|| {
+                http::uri::PathAndQuery::from_static("/")
+            })))
+        }
+    } else {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        format!("http://{endpoint}{path_and_query}")
+            .parse()
+            .map_err(|_| Kind::BadRequest)
+    }
+}
+
+/// An upstream's response head and, for pooled HTTP/1.1, the connection it came on.
+type Exchanged = (Response<Incoming>, Option<crate::pool::Lease>);
+
+/// Sends one attempt to `endpoint` within `deadline` and records what it says about the
+/// endpoint (latency, outlier detection).
+async fn attempt(
+    route: &Route,
+    endpoint: &Arc<steady_balance::Endpoint>,
+    upstream_req: Request<RequestBody>,
+    verdict: Option<&BodyVerdict>,
+    deadline: Duration,
+    start: std::time::Instant,
+) -> Result<Exchanged, Kind> {
+    let upstream = &route.upstream;
+    let transport = upstream.transport();
     let in_flight = endpoint.start(start);
     let exchange = async {
         match transport {
@@ -318,12 +510,12 @@ async fn forward(
             },
         }
     };
-    let result = tokio::time::timeout(route.timeout, exchange).await;
+    let result = tokio::time::timeout(deadline, exchange).await;
     let now = tokio::time::Instant::now().into_std();
     let response = match result {
         Err(_elapsed) => {
             // Still waiting for the client's body: the client is slow, not the endpoint.
-            if verdict.as_deref().is_some_and(|v| !v.complete()) {
+            if verdict.is_some_and(|v| !v.complete()) {
                 drop(in_flight);
                 return Err(Kind::ClientTimeout);
             }
@@ -337,7 +529,7 @@ async fn forward(
             return Err(Kind::from_breaker(breaker));
         }
         Ok(Err(Ok((is_connect, e)))) => {
-            let kind = match verdict.as_deref() {
+            let kind = match verdict {
                 Some(v) if v.too_large() => Kind::BodyTooLarge,
                 Some(v) if v.broken() => Kind::ClientAborted,
                 Some(v) if v.timed_out() => Kind::ClientTimeout,
@@ -361,8 +553,7 @@ async fn forward(
         }
         Ok(Ok(exchanged)) => exchanged,
     };
-    let (mut response, mut lease) = response;
-    let status = response.status();
+    let status = response.0.status();
     let outcome = if matches!(status.as_u16(), 502..=504) {
         Outcome::Failure
     } else {
@@ -374,9 +565,20 @@ async fn forward(
         now,
         RequestResult::from_status(status.as_u16()),
     );
+    Ok(response)
+}
 
-    // Answer.
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+/// Turns an upstream's response into the client's: upgrades spliced, hop-by-hop headers
+/// gone, the request id echoed, the body streamed (returning its connection to the pool
+/// at the end).
+fn answer(
+    listener: &HttpListener,
+    (mut response, mut lease): Exchanged,
+    request_id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Kind> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let (Some(client_upgrade), Some(proto)) = (client_upgrade, upgrade) else {
             // An upstream may not switch protocols unasked.

@@ -41,6 +41,7 @@ pub struct Metrics {
     rate_limit_fallback: Family<Labels, Counter>,
     shed: Family<Labels, Counter>,
     faults: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +91,12 @@ impl Metrics {
         let rate_limit_fallback = Family::<Labels, Counter>::default();
         let shed = Family::<Labels, Counter>::default();
         let faults = Family::<Labels, Counter>::default();
+        let retries = Family::<Labels, Counter>::default();
+        registry.register(
+            "steady_retries",
+            "Retries by route and reason (connect-failure, reset, timeout, status), and retries not made (budget-exhausted, no-other-endpoint)",
+            retries.clone(),
+        );
         registry.register(
             "steady_faults_injected",
             "Requests delayed or aborted by fault injection, by route and kind",
@@ -131,6 +138,7 @@ impl Metrics {
             rate_limit_fallback,
             shed,
             faults,
+            retries,
         }
     }
 
@@ -182,6 +190,16 @@ impl Metrics {
             .get_or_create(&labels[..2].to_vec())
             .clone();
         (limited, fallback)
+    }
+
+    /// Counts a retry of `route` (or one not made) for `reason` (rare path).
+    pub fn retry(&self, route: &str, reason: &str) {
+        self.retries
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
     }
 
     /// Pre-creates the fault counters of one route: `(delayed, aborted)`.

@@ -44,6 +44,8 @@ pub struct Route {
     pub admission: crate::admit::Admission,
     /// Faults to inject, if configured.
     pub faults: Option<crate::fault::Faults>,
+    /// The retry policy, if any.
+    pub retries: Option<steady_config::retry::Retries>,
 }
 
 impl Route {
@@ -93,6 +95,7 @@ impl Route {
             metrics,
             admission,
             faults,
+            retries: config.retries.clone(),
         }
     }
 
