@@ -65,10 +65,13 @@ impl Fault {
             }
         }
         if let Some(abort) = &self.abort {
-            if !(200..=599).contains(&abort.status) {
+            if !(200..=599).contains(&abort.status) || matches!(abort.status, 204 | 205 | 304) {
                 out.push((
                     "abort.status",
-                    format!("{} is not a final status (200 to 599)", abort.status),
+                    format!(
+                        "{} is not a status an abort can answer (200 to 599, with a body: not 204, 205 or 304)",
+                        abort.status
+                    ),
                 ));
             }
             if !share(abort.percent) {

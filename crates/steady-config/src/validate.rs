@@ -144,8 +144,42 @@ fn check_admission(config: &Config, issues: &mut Vec<Issue>) {
             }
         }
         if let Some(retries) = &route.retries {
+            let at = path.key("retries");
+            if is_tcp(&route.listener) {
+                issues.push(
+                    Issue::new(
+                        at.clone(),
+                        "retries apply to HTTP requests; a tcp listener's route has none \
+                         (a refused connect already tries another endpoint)",
+                    )
+                    .at_key(),
+                );
+            }
             for (field, message) in retries.problems() {
-                issues.push(Issue::new(path.key("retries").key(field), message));
+                issues.push(Issue::new(at.key(field), message));
+            }
+            if retries.on.is_empty() {
+                issues.push(Issue::new(
+                    at.key("on"),
+                    "retries nothing; list failures such as `connect-failure` or `503`, or \
+                     remove `retries`",
+                ));
+            }
+            let on_timeout = retries.on.contains(&crate::retry::RetryOn::Timeout);
+            match retries.per_try_timeout {
+                None if on_timeout => issues.push(Issue::new(
+                    at.key("on"),
+                    "`timeout` needs `per_try_timeout`: without it an attempt uses the whole \
+                     route timeout and no time is left to retry",
+                )),
+                Some(t) if t > route.timeout => issues.push(Issue::new(
+                    at.key("per_try_timeout"),
+                    format!(
+                        "is longer than the route's `timeout` ({}), which bounds every attempt",
+                        crate::units::format_duration(route.timeout)
+                    ),
+                )),
+                _ => {}
             }
         }
         if is_tcp(&route.listener) && !route.rate_limit.is_empty() {

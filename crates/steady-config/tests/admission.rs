@@ -206,7 +206,10 @@ fn faults_are_checked() {
         "routes: [{name: r, listener: web, upstream: app, fault: \
          {abort: {status: 99, percent: 150%}, delay: {duration: 0s}}}]\n",
     );
-    has(&e, "routes[0].fault.abort.status: 99 is not a final status");
+    has(
+        &e,
+        "routes[0].fault.abort.status: 99 is not a status an abort can answer",
+    );
     has(
         &e,
         "routes[0].fault.abort.percent: must be between 0% and 100%",
@@ -287,4 +290,29 @@ fn retries_parse_as_the_issue_writes_them() {
     );
     has(&e, "retries.attempts: 0 is out of range");
     has(&e, "retries.per_try_timeout: must be greater than 0s");
+}
+
+#[test]
+fn retry_policies_that_cannot_work_are_refused() {
+    let e = errors("routes: [{name: r, listener: web, upstream: app, retries: {on: []}}]\n");
+    has(&e, "retries.on: retries nothing");
+    let e = errors("routes: [{name: r, listener: web, upstream: app, retries: {on: [timeout]}}]\n");
+    has(&e, "`timeout` needs `per_try_timeout`");
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, timeout: 1s, retries: {per_try_timeout: 2s}}]\n",
+    );
+    has(
+        &e,
+        "retries.per_try_timeout: is longer than the route's `timeout` (1s)",
+    );
+    let e = errors_raw(
+        "listeners: [{name: db, bind: 127.0.0.1:5433, protocol: tcp}]\n\
+         routes: [{name: r, listener: db, upstream: pg, retries: {}}]\n\
+         upstreams: [{name: pg, endpoints: [{address: 127.0.0.1:5432}]}]\n",
+    );
+    has(&e, "routes[0].retries: retries apply to HTTP requests");
+    let e = errors(
+        "routes: [{name: r, listener: web, upstream: app, fault: {abort: {status: 204}}}]\n",
+    );
+    has(&e, "204 is not a status an abort can answer");
 }

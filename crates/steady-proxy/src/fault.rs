@@ -74,15 +74,15 @@ impl Faults {
             self.delayed.inc();
             tokio::time::sleep(delay).await;
         }
-        let abort = match header(ABORT_HEADER) {
-            Some(code) => u16::try_from(code)
-                .ok()
-                .filter(|c| (200..=599).contains(c))
-                .and_then(|c| StatusCode::from_u16(c).ok()),
-            None => self
-                .abort
-                .and_then(|(status, share)| (fastrand::f64() < share).then_some(status)),
-        }?;
+        // A header asking for an unusable status is ignored like a missing one.
+        let asked = header(ABORT_HEADER)
+            .and_then(|code| u16::try_from(code).ok())
+            .filter(|code| abortable(*code))
+            .and_then(|code| StatusCode::from_u16(code).ok());
+        let abort = asked.or_else(|| {
+            self.abort
+                .and_then(|(status, share)| (fastrand::f64() < share).then_some(status))
+        })?;
         self.aborted.inc();
         let body = format!(
             "{{\"error\":\"fault-injected\",\"status\":{},\"source\":\"internal\"}}\n",
@@ -98,4 +98,9 @@ impl Faults {
         headers.insert("x-steady-error", HeaderValue::from_static("fault-injected"));
         Some(response)
     }
+}
+
+/// Statuses an abort may answer: final, and allowed to carry the JSON body.
+pub fn abortable(code: u16) -> bool {
+    (200..=599).contains(&code) && !matches!(code, 204 | 205 | 304)
 }

@@ -351,7 +351,10 @@ async fn forward(
     };
     let body = replayable.unwrap_or_default();
     let idempotent = is_idempotent(&parts.method) || policy.non_idempotent;
-    let deadline = start + route.timeout;
+    // The route's timeout covers the upstream's part, as without retries: it starts
+    // now, not when the request arrived (faults, queueing and the body read are not
+    // the upstream's time).
+    let deadline = std::time::Instant::now() + route.timeout;
     let mut endpoint = endpoint;
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut attempt_no = 1;
@@ -366,6 +369,10 @@ async fn forward(
         *upstream_req.headers_mut() = parts.headers.clone();
         let now = std::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            // Out of time before this attempt: nothing to blame the endpoint for.
+            return Err(Kind::Timeout);
+        }
         let per_try = policy.per_try_timeout.map_or(left, |t| t.min(left));
         let result = attempt(route, &endpoint, upstream_req, None, per_try, now).await;
         let Some(reason) = retry_reason(policy, &result, idempotent) else {
@@ -374,7 +381,9 @@ async fn forward(
         if attempt_no >= policy.attempts {
             return answer(listener, result?, request_id, client_upgrade, upgrade);
         }
-        // The budget: retries in flight may be a share of the requests in flight.
+        // The budget: retries in flight may be a share of the requests in flight. This
+        // request's previous retry is over, so it does not count against the next.
+        drop(_retry_guard.take());
         let Some(guard) = upstream
             .breakers
             .try_retry(policy.budget.0, policy.min_retries)

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
-use crate::breakers::{Breaker, Breakers};
+use crate::breakers::{Breaker, Breakers, Slot};
 
 /// Why a request could not be sent on a pooled connection.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +42,16 @@ pub enum PoolError {
     Breaker(Breaker),
 }
 
+/// A connection's request handle with its `max_connections` unit: dropping it closes
+/// the connection and frees the unit at once.
+struct Conn {
+    sender: SendRequest<RequestBody>,
+    _slot: Slot,
+}
+
 struct Idle {
     addr: SocketAddr,
-    sender: SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -76,34 +83,53 @@ impl Pool {
     }
 
     /// Takes the most recently used live connection to `addr`, dropping stale ones.
-    fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Newest last: reuse warm connections and let old ones age out.
         while let Some(pos) = idle.iter().rposition(|i| i.addr == addr) {
             let entry = idle.swap_remove(pos);
-            if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
+            if self.stale(&entry, now) {
                 continue;
             }
-            return Some(entry.sender);
+            return Some(entry.conn);
         }
         None
     }
 
-    /// Puts a connection whose exchange finished back for reuse.
-    fn checkin(&self, addr: SocketAddr, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn stale(&self, entry: &Idle, now: Instant) -> bool {
+        entry.conn.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout
+    }
+
+    /// Puts a connection whose exchange finished back for reuse, dropping idle ones that
+    /// died or aged out meanwhile (each holds a `max_connections` unit).
+    fn checkin(&self, addr: SocketAddr, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|entry| !self.stale(entry, now));
         if idle.iter().filter(|i| i.addr == addr).count() >= self.max_idle_per_endpoint {
             return;
         }
         idle.push(Idle {
             addr,
-            sender,
-            since: Instant::now(),
+            conn,
+            since: now,
         });
+    }
+
+    /// Closes this worker's oldest idle connection (to any endpoint) to free a
+    /// `max_connections` unit; returns whether there was one.
+    fn evict_idle(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, entry)| entry.since)
+            .map(|(pos, _)| pos);
+        oldest.map(|pos| drop(idle.swap_remove(pos))).is_some()
     }
 
     /// Idle connections held right now.
@@ -111,17 +137,22 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<RequestBody>, PoolError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, PoolError> {
         // Waiting for a new connection is what `max_pending_requests` bounds; the
-        // connection itself holds a `max_connections` unit for as long as it lives.
+        // connection itself holds a `max_connections` unit for as long as it lives. At
+        // the limit, an idle connection of this worker makes room.
         let _pending = self
             .breakers
             .take(Breaker::Pending)
             .map_err(PoolError::Breaker)?;
-        let open = self
-            .breakers
-            .take(Breaker::Connections)
-            .map_err(PoolError::Breaker)?;
+        let open = match self.breakers.take(Breaker::Connections) {
+            Ok(slot) => slot,
+            Err(_) if self.evict_idle() => self
+                .breakers
+                .take(Breaker::Connections)
+                .map_err(PoolError::Breaker)?,
+            Err(breaker) => return Err(PoolError::Breaker(breaker)),
+        };
         let connect_error = |reason: String| PoolError::Connect { addr, reason };
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -137,9 +168,11 @@ impl Pool {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection ended with error");
             }
-            drop(open);
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            _slot: open,
+        })
     }
 
     /// Sends `req` to `addr` on a pooled connection (or a new one) and returns the
@@ -153,19 +186,19 @@ impl Pool {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         loop {
-            let (mut sender, reused) = match self.checkout(addr) {
-                Some(s) => (s, true),
+            let (mut conn, reused) = match self.checkout(addr) {
+                Some(c) => (c, true),
                 None => (self.connect(addr).await?, false),
             };
-            if reused && sender.ready().await.is_err() {
+            if reused && conn.sender.ready().await.is_err() {
                 continue;
             }
-            match sender.try_send_request(req).await {
+            match conn.sender.try_send_request(req).await {
                 Ok(response) => {
                     let lease = Lease {
                         pool: Some(self.clone()),
                         addr,
-                        sender: Some(sender),
+                        conn: Some(conn),
                     };
                     return Ok((response, lease));
                 }
@@ -184,21 +217,22 @@ impl Pool {
 pub struct Lease {
     pool: Option<Arc<Pool>>,
     addr: SocketAddr,
-    sender: Option<SendRequest<RequestBody>>,
+    conn: Option<Conn>,
 }
 
 impl Lease {
     /// Returns the connection to the pool: its response is complete.
     pub fn release(&mut self) {
-        if let (Some(pool), Some(sender)) = (self.pool.take(), self.sender.take()) {
-            pool.checkin(self.addr, sender);
+        if let (Some(pool), Some(conn)) = (self.pool.take(), self.conn.take()) {
+            pool.checkin(self.addr, conn);
         }
     }
 
-    /// Keeps the connection out of the pool for good (an upgraded connection).
+    /// Keeps the connection out of the pool for good (an upgraded connection; its
+    /// `max_connections` unit is freed here, so tunnels are not counted).
     pub fn detach(&mut self) {
         self.pool = None;
-        self.sender = None;
+        self.conn = None;
     }
 }
 

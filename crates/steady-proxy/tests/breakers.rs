@@ -108,3 +108,31 @@ async fn without_limits_the_counts_are_still_reported() {
     assert!(!metrics.contains("steady_circuit_breaker_limit{"));
     assert_eq!(slow.await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn an_idle_connection_makes_room_under_max_connections() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let yaml = format!(
+        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes: [{{name: api, listener: web, upstream: app}}]
+upstreams:
+  - name: app
+    balance: round-robin
+    circuit_breakers: {{max_connections: 1}}
+    endpoints: [{{address: {}}}, {{address: {}}}]
+",
+        a.addr(),
+        b.addr()
+    );
+    let steady = start_yaml(&yaml).await;
+    for _ in 0..6 {
+        assert_eq!(get(steady.addr, "/").await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (3, 3));
+    let breakers = &steady.gateway.upstreams()[0].breakers;
+    assert_eq!(
+        breakers.current(steady_proxy::breakers::Breaker::Connections),
+        1
+    );
+}

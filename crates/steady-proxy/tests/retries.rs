@@ -182,3 +182,34 @@ async fn bodies_over_the_buffer_stream_once_and_are_not_retried() {
     assert!(statuses.contains(&503), "{statuses:?}");
     assert_eq!(retries_of(&steady, "status"), 0);
 }
+
+#[tokio::test]
+async fn a_requests_own_earlier_retry_does_not_use_up_its_budget() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    a.set_fault(Fault::Status(503));
+    b.set_fault(Fault::Status(503));
+    let good = Backend::start("good").await;
+    let steady = start_yaml(&config(
+        &[a.addr(), b.addr(), good.addr()],
+        "{attempts: 3, on: [503], budget: 0%, min_retries: 1, backoff: 1ms}",
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(steady.addr, "/").await.status, 200);
+    }
+    assert_eq!(retries_of(&steady, "budget-exhausted"), 0);
+}
+
+#[tokio::test]
+async fn time_before_forwarding_does_not_eat_the_upstream_timeout() {
+    let backend = Backend::start("a").await;
+    let yaml = config(&[backend.addr()], "{attempts: 2}")
+        .replace("timeout: 5s", "timeout: 300ms\n    fault: {headers: true}");
+    let steady = start_yaml(&yaml).await;
+    let req = http::Request::get(format!("http://{}/", steady.addr))
+        .header("x-steady-fault-delay", "300")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(req).await.status, 200);
+}
