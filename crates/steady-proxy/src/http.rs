@@ -302,6 +302,38 @@ async fn forward(
         return answer(listener, exchanged, request_id, client_upgrade, upgrade);
     };
 
+    // With retries: a separate, boxed future, so the common path's future stays small.
+    Box::pin(forward_retrying(
+        listener,
+        route,
+        policy,
+        parts,
+        body,
+        request_id,
+        endpoint,
+        hash,
+        (client_upgrade, upgrade),
+    ))
+    .await
+}
+
+/// The forward phase of a route with retries: buffers a small body, then attempts on
+/// endpoint after endpoint while the policy, the budget and the deadline allow.
+#[allow(clippy::too_many_arguments)]
+async fn forward_retrying(
+    listener: &HttpListener,
+    route: &Route,
+    policy: &steady_config::retry::Retries,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    request_id: &HeaderValue,
+    endpoint: Arc<steady_balance::Endpoint>,
+    hash: Option<u64>,
+    (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+) -> Result<Response<ResponseBody>, Kind> {
+    let upstream = &route.upstream;
+    let transport = upstream.transport();
+    let start = std::time::Instant::now();
     // With retries: read a small body in full first so every attempt can send it.
     let replayable = if body.is_end_stream() {
         Some(Bytes::new())
