@@ -278,7 +278,7 @@ struct EndpointCollector {
 
 impl Collector for EndpointCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauges: [(&str, &str, ReadGauge); 3] = [
+        let gauges: [(&str, &str, ReadGauge); 5] = [
             (
                 "steady_endpoint_in_flight",
                 "Requests in flight to the endpoint",
@@ -293,6 +293,16 @@ impl Collector for EndpointCollector {
                 "steady_endpoint_weight",
                 "Configured weight of the endpoint",
                 |e| e.weight() as i64,
+            ),
+            (
+                "steady_endpoint_healthy",
+                "1 if active health checks (when configured) see the endpoint up",
+                |e| e.is_healthy() as i64,
+            ),
+            (
+                "steady_endpoint_ejected",
+                "1 if passive outlier detection has ejected the endpoint",
+                |e| e.is_ejected() as i64,
             ),
         ];
         for (name, help, read) in gauges {
@@ -313,6 +323,18 @@ impl Collector for EndpointCollector {
                     gauge.encode(family.encode_family(&labels)?)?;
                 }
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "steady_outlier_ejections",
+            "Endpoints ejected by passive outlier detection, by upstream",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for upstream in &self.upstreams {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(upstream.ejections());
+            let labels: Labels = vec![("upstream", upstream.name.to_string())];
+            counter.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

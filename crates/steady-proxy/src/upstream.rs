@@ -70,6 +70,8 @@ pub struct Upstream {
     pub concurrency: Option<Arc<ConcurrencyLimiter>>,
     /// Circuit breakers (and the counts behind them), shared by every worker.
     pub breakers: Arc<crate::breakers::Breakers>,
+    /// Ejections by outlier detection since start.
+    ejections: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -130,6 +132,7 @@ impl Upstream {
                 .as_ref()
                 .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
             breakers,
+            ejections: std::sync::atomic::AtomicU64::new(0),
         };
         upstream.resolve().await;
         if let Some(passive) = passive {
@@ -235,8 +238,40 @@ impl Upstream {
     pub fn record(&self, addr: SocketAddr, now: std::time::Instant, result: RequestResult) {
         if let Some(outlier) = &self.outlier {
             let events = lock(outlier).record(addr, now, result);
-            log_events(&self.name, events);
+            self.log_events(events);
         }
+    }
+
+    /// Logs outlier detection's decisions and counts the ejections.
+    fn log_events(&self, events: Vec<OutlierEvent>) {
+        let upstream = &self.name;
+        for event in events {
+            match event {
+                OutlierEvent::Ejected {
+                    addr,
+                    reason,
+                    duration,
+                    multiplier,
+                } => {
+                    self.ejections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
+                    )
+                }
+                OutlierEvent::EjectionSkipped { addr, reason } => tracing::info!(
+                    %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
+                ),
+                OutlierEvent::Readmitted { addr, reason } => {
+                    tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
+                }
+            }
+        }
+    }
+
+    /// Ejections by outlier detection since start.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs outlier detection's interval step (success rate, expiries) until `shutdown`.
@@ -252,7 +287,7 @@ impl Upstream {
                 }
                 if let Some(outlier) = &this.outlier {
                     let events = lock(outlier).evaluate(Instant::now().into_std());
-                    log_events(&this.name, events);
+                    this.log_events(events);
                 }
             }
         });
@@ -307,27 +342,6 @@ fn adaptive_config(c: &steady_config::limits::Concurrency) -> AdaptiveConfig {
 fn lock(m: &Mutex<OutlierDetector>) -> std::sync::MutexGuard<'_, OutlierDetector> {
     // A panic elsewhere while holding it leaves counters, not broken invariants.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn log_events(upstream: &str, events: Vec<OutlierEvent>) {
-    for event in events {
-        match event {
-            OutlierEvent::Ejected {
-                addr,
-                reason,
-                duration,
-                multiplier,
-            } => tracing::warn!(
-                %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
-            ),
-            OutlierEvent::EjectionSkipped { addr, reason } => tracing::info!(
-                %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
-            ),
-            OutlierEvent::Readmitted { addr, reason } => {
-                tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
-            }
-        }
-    }
 }
 
 fn ip_hash(ip: IpAddr) -> u64 {

@@ -737,4 +737,13 @@ async fn passive_outlier_detection_ejects_an_endpoint_that_keeps_failing() {
         Some(&10),
         "ejected endpoint gets no traffic: {seen:?}"
     );
+    let metrics = gw.gateway.metrics().encode();
+    assert!(
+        metrics.contains(&format!(
+            "steady_endpoint_ejected{{upstream=\"app\",endpoint=\"{}\"}} 1",
+            addrs[0]
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("steady_outlier_ejections_total{upstream=\"app\"} 1"));
 }
