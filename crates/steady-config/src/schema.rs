@@ -49,6 +49,11 @@ pub struct Runtime {
     /// How long SIGTERM waits for in-flight requests before exiting.
     #[serde(default = "defaults::drain_timeout", deserialize_with = "de_duration")]
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while steady still accepts and
+    /// serves, so load balancers stop sending before the listeners close (HAProxy's
+    /// `grace`).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub drain_delay: Duration,
 }
 
 impl Default for Runtime {
@@ -56,6 +61,7 @@ impl Default for Runtime {
         Self {
             workers: None,
             drain_timeout: defaults::drain_timeout(),
+            drain_delay: Duration::ZERO,
         }
     }
 }

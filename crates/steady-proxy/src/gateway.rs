@@ -324,6 +324,12 @@ impl Gateway {
             .map(|(_, h)| h.reports())
     }
 
+    /// Answers `/readyz` with 503 from now on, while listeners keep accepting: the first
+    /// step of a graceful stop, before [`Gateway::shutdown`].
+    pub fn stop_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns
     /// whether everything finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {

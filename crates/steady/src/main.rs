@@ -217,6 +217,12 @@ async fn serve(
         f(&gateway, admin_addr);
     }
     wait_for_signal().await?;
+    if !config.runtime.drain_delay.is_zero() {
+        // Load balancers see /readyz fail and stop sending; what still arrives is served.
+        gateway.stop_ready();
+        tracing::info!(delay = ?config.runtime.drain_delay, "shutting down: not ready, still serving");
+        tokio::time::sleep(config.runtime.drain_delay).await;
+    }
     tracing::info!(deadline = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
     gateway.shutdown(config.runtime.drain_timeout).await;
     admin_shutdown.cancel();

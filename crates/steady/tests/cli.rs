@@ -182,6 +182,71 @@ fn serve_answers_and_drains_on_sigterm() {
 }
 
 #[test]
+fn drain_delay_fails_readyz_first_and_keeps_serving() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config(
+        "drain-delay.yaml",
+        &format!(
+            "runtime: {{workers: 1, drain_delay: 1500ms, drain_timeout: 5s}}\nadmin: {{bind: '127.0.0.1:{admin}'}}\nlisteners: [{{name: web, bind: '127.0.0.1:{port}'}}]\nroutes: [{{name: r, listener: web, upstream: app}}]\nupstreams: [{{name: app, endpoints: [{{address: '{backend_addr}'}}]}}]\n"
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+    assert!(http_get(admin_addr, "/readyz").contains("200 OK"));
+    let kill = Command::new("kill")
+        .args(["-TERM", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Not ready at once...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !http_get(admin_addr, "/readyz").contains("503") {
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...yet new connections are still accepted and served during the delay.
+    assert!(http_get(addr, "/").ends_with("ok"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steady did not exit after the delay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn serve_refuses_an_invalid_config() {
     let path = write_config("invalid.yaml", "listeners: 12\n");
     let out = Command::new(BIN)
