@@ -278,6 +278,12 @@ impl Gateway {
                 let handle = span.in_scope(|| {
                     steady_health::spawn(endpoints, active.clone(), shutdown.child_token())
                 });
+                // A passing check readmits an endpoint passive detection ejected.
+                upstream.spawn_readmit_on_health(
+                    handle.clone(),
+                    active.interval,
+                    shutdown.child_token(),
+                );
                 health.push((upstream.name.clone(), handle));
             }
         }

@@ -72,6 +72,9 @@ pub struct Upstream {
     pub breakers: Arc<crate::breakers::Breakers>,
     /// Ejections by outlier detection since start.
     ejections: std::sync::atomic::AtomicU64,
+    /// When each currently ejected endpoint was ejected (for readmission by a passing
+    /// active check after that moment).
+    ejected_at: Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -133,6 +136,7 @@ impl Upstream {
                 .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
             breakers,
             ejections: std::sync::atomic::AtomicU64::new(0),
+            ejected_at: Mutex::new(std::collections::HashMap::new()),
         };
         upstream.resolve().await;
         if let Some(passive) = passive {
@@ -255,6 +259,10 @@ impl Upstream {
                 } => {
                     self.ejections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ejected_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(addr, std::time::Instant::now());
                     tracing::warn!(
                         %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
                     )
@@ -263,10 +271,59 @@ impl Upstream {
                     %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
                 ),
                 OutlierEvent::Readmitted { addr, reason } => {
+                    self.ejected_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&addr);
                     tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
                 }
             }
         }
+    }
+
+    /// Readmits ejected endpoints whose active health check passed after they were
+    /// ejected (Envoy's `successful_active_health_check_uneject_host`), every `every`
+    /// until `shutdown`. Does nothing without outlier detection.
+    pub fn spawn_readmit_on_health(
+        self: &Arc<Self>,
+        health: steady_health::HealthHandle,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if self.outlier.is_none() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let passed: Vec<SocketAddr> = {
+                    let ejected = this.ejected_at.lock().unwrap_or_else(|e| e.into_inner());
+                    if ejected.is_empty() {
+                        continue;
+                    }
+                    health
+                        .reports()
+                        .into_iter()
+                        .filter(|(addr, report)| {
+                            let passed_since = |at: &std::time::Instant| {
+                                report.last_error.is_none()
+                                    && report.last_check.is_some_and(|c| c > *at)
+                            };
+                            ejected.get(addr).is_some_and(passed_since)
+                        })
+                        .map(|(addr, _)| addr)
+                        .collect()
+                };
+                for addr in passed {
+                    let event = this.outlier.as_ref().and_then(|o| lock(o).readmit(addr));
+                    this.log_events(event.into_iter().collect());
+                }
+            }
+        });
     }
 
     /// Ejections by outlier detection since start.

@@ -747,3 +747,36 @@ async fn passive_outlier_detection_ejects_an_endpoint_that_keeps_failing() {
     );
     assert!(metrics.contains("steady_outlier_ejections_total{upstream=\"app\"} 1"));
 }
+
+#[tokio::test]
+async fn a_passing_active_check_readmits_an_ejected_endpoint() {
+    let bs = backends(2).await;
+    let addrs: Vec<_> = bs.iter().map(Backend::addr).collect();
+    let health = "    health:\n      active: {http: {path: /}, interval: 100ms, timeout: 80ms}\n      passive: {consecutive_failures: 3, base_ejection: 60s, max_ejection_percent: 50}";
+    let gw = start_yaml(&simple_config("round-robin", &addrs, health, "")).await;
+    let ep = gw.gateway.upstreams()[0]
+        .endpoints()
+        .endpoints()
+        .iter()
+        .find(|e| e.addr() == addrs[0])
+        .cloned()
+        .unwrap();
+    bs[0].set_fault(Fault::Status(500));
+    for _ in 0..20 {
+        if ep.is_ejected() {
+            break;
+        }
+        get(gw.addr, "/").await;
+    }
+    assert!(ep.is_ejected(), "b0 ejected by passive detection");
+    // The endpoint recovers: its next passing check readmits it long before the 60s
+    // ejection would end.
+    bs[0].set_fault(Fault::None);
+    for _ in 0..100 {
+        if !ep.is_ejected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!ep.is_ejected(), "a passing active check readmitted b0");
+}
