@@ -101,13 +101,7 @@ async fn proxy(
     let rate = if route.admission.has_limits() {
         let verdict = route.admission.check(&parts, client.ip()).await;
         if verdict.refused.is_some() {
-            route.metrics.failure(Kind::RateLimited);
-            let mut response = error_response(Kind::RateLimited, Some(&request_id));
-            verdict.decorate(response.headers_mut());
-            route
-                .metrics
-                .record(response.status().as_u16(), start.elapsed());
-            return response;
+            return refuse(route, Kind::RateLimited, &request_id, Some(&verdict), start);
         }
         Some(verdict)
     } else {
@@ -123,18 +117,12 @@ async fn proxy(
                     listener
                         .metrics
                         .shed(&route.upstream.name, priority, shed.reason());
-                    route.metrics.failure(Kind::Overload);
-                    let mut response = error_response(Kind::Overload, Some(&request_id));
+                    let mut response =
+                        refuse(route, Kind::Overload, &request_id, rate.as_ref(), start);
                     response.headers_mut().insert(
                         header::RETRY_AFTER,
                         crate::admit::retry_after_value(limiter.retry_after()),
                     );
-                    if let Some(rate) = &rate {
-                        rate.decorate(response.headers_mut());
-                    }
-                    route
-                        .metrics
-                        .record(response.status().as_u16(), start.elapsed());
                     return response;
                 }
             }
@@ -150,15 +138,7 @@ async fn proxy(
         Ok(slot) => slot,
         Err(breaker) => {
             let kind = Kind::from_breaker(breaker);
-            route.metrics.failure(kind);
-            let mut response = error_response(kind, Some(&request_id));
-            if let Some(rate) = &rate {
-                rate.decorate(response.headers_mut());
-            }
-            route
-                .metrics
-                .record(response.status().as_u16(), start.elapsed());
-            return response;
+            return refuse(route, kind, &request_id, rate.as_ref(), start);
         }
     };
 
@@ -186,14 +166,32 @@ async fn proxy(
         };
         permit.finish(sample);
     }
-    let mut response = match response {
-        Ok(r) => r,
-        Err(kind) => {
-            route.metrics.failure(kind);
-            error_response(kind, Some(&request_id))
+    match response {
+        Ok(mut response) => {
+            if let Some(rate) = &rate {
+                rate.decorate(response.headers_mut());
+            }
+            route
+                .metrics
+                .record(response.status().as_u16(), start.elapsed());
+            response
         }
-    };
-    if let Some(rate) = &rate {
+        Err(kind) => refuse(route, kind, &request_id, rate.as_ref(), start),
+    }
+}
+
+/// Answers a failure on a matched route: counted by reason and status, with the route's
+/// rate-limit headers.
+fn refuse(
+    route: &Route,
+    kind: Kind,
+    request_id: &HeaderValue,
+    rate: Option<&crate::admit::RateVerdict>,
+    start: std::time::Instant,
+) -> Response<ResponseBody> {
+    route.metrics.failure(kind);
+    let mut response = error_response(kind, Some(request_id));
+    if let Some(rate) = rate {
         rate.decorate(response.headers_mut());
     }
     route
@@ -274,32 +272,20 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
-    let transport = upstream.transport();
     // Retries need a body they can send again, and never apply to upgrades.
     let policy = route.retries.as_ref().filter(|_| upgrade.is_none());
     let Some(policy) = policy else {
-        let uri = upstream_uri(transport, parts, endpoint.addr(), true)?;
-        let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
-        let mut upstream_req = Request::new(RequestBody::new(
-            body,
-            listener.max_body,
-            listener.body_read_timeout,
-            verdict.clone(),
-        ));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
-        let exchanged = attempt(
+        return forward_streamed(
+            listener,
             route,
             &endpoint,
-            upstream_req,
-            verdict.as_deref(),
-            route.timeout,
+            parts,
+            body,
+            request_id,
             start,
+            (client_upgrade, upgrade),
         )
-        .await?;
-        return answer(listener, exchanged, request_id, client_upgrade, upgrade);
+        .await;
     };
 
     // With retries: a separate, boxed future, so the common path's future stays small.
@@ -358,28 +344,17 @@ async fn forward_retrying(
         }
     } else {
         // Too large (or of unknown size) to keep: one attempt, streamed.
-        let uri = upstream_uri(transport, parts, endpoint.addr(), true)?;
-        let verdict = Arc::new(BodyVerdict::default());
-        let mut upstream_req = Request::new(RequestBody::new(
-            body,
-            listener.max_body,
-            listener.body_read_timeout,
-            Some(verdict.clone()),
-        ));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = std::mem::take(&mut parts.headers);
-        let exchanged = attempt(
+        return forward_streamed(
+            listener,
             route,
             &endpoint,
-            upstream_req,
-            Some(&verdict),
-            route.timeout,
+            parts,
+            body,
+            request_id,
             start,
+            (client_upgrade, upgrade),
         )
-        .await?;
-        return answer(listener, exchanged, request_id, client_upgrade, upgrade);
+        .await;
     };
     let body = replayable.unwrap_or_default();
     let idempotent = is_idempotent(&parts.method) || policy.non_idempotent;
@@ -394,11 +369,12 @@ async fn forward_retrying(
     let mut _retry_guard = None;
     loop {
         let uri = upstream_uri(transport, parts, endpoint.addr(), false)?;
-        let mut upstream_req = Request::new(RequestBody::buffered(body.clone()));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = parts.headers.clone();
+        let upstream_req = upstream_request(
+            &parts.method,
+            uri,
+            parts.headers.clone(),
+            RequestBody::buffered(body.clone()),
+        );
         let now = std::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
@@ -444,6 +420,57 @@ async fn forward_retrying(
         endpoint = next;
         attempt_no += 1;
     }
+}
+
+/// Sends the request to `endpoint` once, streaming the client's body (which then cannot
+/// be sent again), and answers with what comes back.
+#[allow(clippy::too_many_arguments)]
+async fn forward_streamed(
+    listener: &HttpListener,
+    route: &Route,
+    endpoint: &Arc<steady_balance::Endpoint>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    request_id: &HeaderValue,
+    start: std::time::Instant,
+    (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+) -> Result<Response<ResponseBody>, Kind> {
+    let uri = upstream_uri(route.upstream.transport(), parts, endpoint.addr(), true)?;
+    let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
+    let body = RequestBody::new(
+        body,
+        listener.max_body,
+        listener.body_read_timeout,
+        verdict.clone(),
+    );
+    let upstream_req =
+        upstream_request(&parts.method, uri, std::mem::take(&mut parts.headers), body);
+    let exchanged = attempt(
+        route,
+        endpoint,
+        upstream_req,
+        verdict.as_deref(),
+        route.timeout,
+        start,
+    )
+    .await?;
+    answer(listener, exchanged, request_id, client_upgrade, upgrade)
+}
+
+/// The request an endpoint is sent: the client's method, the rewritten target and
+/// headers, HTTP/1.1 toward the transport (hyper-util's client speaks h2c on its own).
+fn upstream_request(
+    method: &http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
