@@ -337,6 +337,8 @@ struct Host {
     failures: u64,
     /// End of the current ejection; `None` when not ejected.
     ejected_until: Option<Instant>,
+    /// Start of the current ejection; `None` when not ejected.
+    ejected_at: Option<Instant>,
     /// Ejection-time multiplier: ejections in a row, less one per healthy interval.
     multiplier: u32,
 }
@@ -350,6 +352,7 @@ impl Host {
             successes: 0,
             failures: 0,
             ejected_until: None,
+            ejected_at: None,
             multiplier: 0,
         }
     }
@@ -598,6 +601,11 @@ impl OutlierDetector {
         events
     }
 
+    /// When the endpoint at `addr` was ejected, if it is ejected now.
+    pub fn ejected_at(&self, addr: SocketAddr) -> Option<Instant> {
+        self.host(addr)?.ejected_at
+    }
+
     /// Readmits the endpoint at `addr` early, e.g. because an active health check passed.
     ///
     /// Returns `None` if it was not ejected or is unknown. The multiplier is kept, so a
@@ -655,6 +663,7 @@ impl OutlierDetector {
             .or_else(|| now.checked_add(cap))
             .unwrap_or(now);
         host.ejected_until = Some(until);
+        host.ejected_at = Some(now);
         host.consecutive_failures = 0;
         host.consecutive_gateway_failures = 0;
         host.endpoint.set_ejected(true);
@@ -686,6 +695,7 @@ impl OutlierDetector {
     fn uneject(&mut self, i: usize) {
         let host = &mut self.hosts[i];
         host.ejected_until = None;
+        host.ejected_at = None;
         host.consecutive_failures = 0;
         host.consecutive_gateway_failures = 0;
         host.endpoint.set_ejected(false);

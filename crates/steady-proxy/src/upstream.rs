@@ -72,9 +72,6 @@ pub struct Upstream {
     pub breakers: Arc<crate::breakers::Breakers>,
     /// Ejections by outlier detection since start.
     ejections: std::sync::atomic::AtomicU64,
-    /// When each currently ejected endpoint was ejected (for readmission by a passing
-    /// active check after that moment).
-    ejected_at: Mutex<std::collections::HashMap<SocketAddr, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -136,7 +133,6 @@ impl Upstream {
                 .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
             breakers,
             ejections: std::sync::atomic::AtomicU64::new(0),
-            ejected_at: Mutex::new(std::collections::HashMap::new()),
         };
         upstream.resolve().await;
         if let Some(passive) = passive {
@@ -222,20 +218,30 @@ impl Upstream {
         }
     }
 
-    /// Re-resolves DNS names every `dns_refresh` until `shutdown` fires.
-    pub fn spawn_dns_refresh(self: &Arc<Self>, shutdown: CancellationToken) {
-        if !self.has_dns_names() {
-            return;
-        }
+    /// Runs `tick` on this upstream every `every` until `shutdown` fires.
+    fn spawn_every<F, Fut>(self: &Arc<Self>, every: Duration, shutdown: CancellationToken, tick: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(this.dns_refresh) => this.resolve().await,
+                    _ = tokio::time::sleep(every) => tick(this.clone()).await,
                 }
             }
         });
+    }
+
+    /// Re-resolves DNS names every `dns_refresh` until `shutdown` fires.
+    pub fn spawn_dns_refresh(self: &Arc<Self>, shutdown: CancellationToken) {
+        if self.has_dns_names() {
+            self.spawn_every(self.dns_refresh, shutdown, |this| async move {
+                this.resolve().await
+            });
+        }
     }
 
     /// Feeds one request's result, known at `now`, to outlier detection, if it is on.
@@ -259,10 +265,6 @@ impl Upstream {
                 } => {
                     self.ejections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.ejected_at
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(addr, std::time::Instant::now());
                     tracing::warn!(
                         %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
                     )
@@ -271,10 +273,6 @@ impl Upstream {
                     %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
                 ),
                 OutlierEvent::Readmitted { addr, reason } => {
-                    self.ejected_at
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&addr);
                     tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
                 }
             }
@@ -293,35 +291,29 @@ impl Upstream {
         if self.outlier.is_none() {
             return;
         }
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
+        self.spawn_every(every, shutdown, move |this| {
+            let health = health.clone();
+            async move {
+                let Some(outlier) = &this.outlier else { return };
+                if !this.endpoints().endpoints().iter().any(|e| e.is_ejected()) {
+                    return;
                 }
-                let passed: Vec<SocketAddr> = {
-                    let ejected = this.ejected_at.lock().unwrap_or_else(|e| e.into_inner());
-                    if ejected.is_empty() {
-                        continue;
+                let reports = health.reports();
+                let events: Vec<OutlierEvent> = {
+                    let mut detector = lock(outlier);
+                    let mut events = Vec::new();
+                    for (addr, report) in reports {
+                        // A probe that passed after the ejection began readmits.
+                        let passed_since = |at: std::time::Instant| {
+                            report.last_error.is_none() && report.last_check.is_some_and(|c| c > at)
+                        };
+                        if detector.ejected_at(addr).is_some_and(passed_since) {
+                            events.extend(detector.readmit(addr));
+                        }
                     }
-                    health
-                        .reports()
-                        .into_iter()
-                        .filter(|(addr, report)| {
-                            let passed_since = |at: &std::time::Instant| {
-                                report.last_error.is_none()
-                                    && report.last_check.is_some_and(|c| c > *at)
-                            };
-                            ejected.get(addr).is_some_and(passed_since)
-                        })
-                        .map(|(addr, _)| addr)
-                        .collect()
+                    events
                 };
-                for addr in passed {
-                    let event = this.outlier.as_ref().and_then(|o| lock(o).readmit(addr));
-                    this.log_events(event.into_iter().collect());
-                }
+                this.log_events(events);
             }
         });
     }
@@ -335,17 +327,10 @@ impl Upstream {
     pub fn spawn_outlier_evaluation(self: &Arc<Self>, shutdown: CancellationToken) {
         let Some(outlier) = &self.outlier else { return };
         let interval = lock(outlier).config().interval;
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                if let Some(outlier) = &this.outlier {
-                    let events = lock(outlier).evaluate(Instant::now().into_std());
-                    this.log_events(events);
-                }
+        self.spawn_every(interval, shutdown, |this| async move {
+            if let Some(outlier) = &this.outlier {
+                let events = lock(outlier).evaluate(Instant::now().into_std());
+                this.log_events(events);
             }
         });
     }
