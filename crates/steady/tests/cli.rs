@@ -43,6 +43,36 @@ fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
     out
 }
 
+/// A backend answering `ok` to every request, after 700 ms for paths with `/slow`.
+fn ok_backend() -> SocketAddr {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let mut path = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if path.is_empty() {
+                        path = line.clone();
+                    }
+                    if line == "\r\n" {
+                        if path.contains("/slow") {
+                            std::thread::sleep(Duration::from_millis(700));
+                        }
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        path.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -108,31 +138,7 @@ fn check_reports_a_missing_file() {
 #[test]
 fn serve_answers_and_drains_on_sigterm() {
     // A backend that answers slowly: the in-flight request must finish after SIGTERM.
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in backend.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                let mut path = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if path.is_empty() {
-                        path = line.clone();
-                    }
-                    if line == "\r\n" {
-                        if path.contains("/slow") {
-                            std::thread::sleep(Duration::from_millis(700));
-                        }
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                        path.clear();
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
+    let backend_addr = ok_backend();
     let (port, admin) = (free_port(), free_port());
     let path = write_config(
         "serve.yaml",
@@ -183,23 +189,7 @@ fn serve_answers_and_drains_on_sigterm() {
 
 #[test]
 fn drain_delay_fails_readyz_first_and_keeps_serving() {
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in backend.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line == "\r\n" {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
+    let backend_addr = ok_backend();
     let (port, admin) = (free_port(), free_port());
     let path = write_config(
         "drain-delay.yaml",
