@@ -324,20 +324,38 @@ impl Collector for EndpointCollector {
                 }
             }
         }
-        let mut family = encoder.encode_descriptor(
+        let samples = self
+            .upstreams
+            .iter()
+            .map(|u| (vec![("upstream", u.name.to_string())], u.ejections()));
+        encode_counters(
+            &mut encoder,
             "steady_outlier_ejections",
             "Endpoints ejected by passive outlier detection, by upstream",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for upstream in &self.upstreams {
-            let counter = Counter::<u64>::default();
-            counter.inc_by(upstream.ejections());
-            let labels: Labels = vec![("upstream", upstream.name.to_string())];
-            counter.encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+            samples,
+        )
     }
+}
+
+/// Writes one counter family with one sample per `(labels, value)`.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl Iterator<Item = (Labels, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in samples {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        counter.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// Writes one gauge family with one sample per `(labels, value)`.
@@ -475,24 +493,21 @@ impl Collector for BreakerCollector {
             None,
             samples,
         )?;
-        let mut family = encoder.encode_descriptor(
-            "steady_circuit_breaker_overflows",
-            "Requests refused with 503 because a circuit breaker of the upstream was full",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for u in &self.upstreams {
-            for b in Breaker::ALL {
+        let samples = self.upstreams.iter().flat_map(|u| {
+            Breaker::ALL.into_iter().map(move |b| {
                 let labels: Labels = vec![
                     ("upstream", u.name.to_string()),
                     ("breaker", b.as_str().to_string()),
                 ];
-                let counter = Counter::<u64>::default();
-                counter.inc_by(u.breakers.overflows(b));
-                counter.encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+                (labels, u.breakers.overflows(b))
+            })
+        });
+        encode_counters(
+            &mut encoder,
+            "steady_circuit_breaker_overflows",
+            "Requests refused with 503 because a circuit breaker of the upstream was full",
+            samples,
+        )
     }
 }
 
