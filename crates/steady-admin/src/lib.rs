@@ -144,6 +144,7 @@ pub fn upstreams_json(gateway: &Gateway) -> serde_json::Value {
                         "name": e.name(),
                         "address": e.addr().to_string(),
                         "weight": e.weight(),
+                        "effective_weight": e.effective_weight(),
                         "available": e.is_available(),
                         "in_flight": e.in_flight(),
                         "ewma_latency_ms": e.ewma_latency(now).as_secs_f64() * 1000.0,

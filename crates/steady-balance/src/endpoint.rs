@@ -30,6 +30,13 @@ pub const FAILURE_PENALTY_FACTOR: f64 = 3.0;
 /// Largest penalty a failure records (unless the failure itself took longer).
 pub const FAILURE_PENALTY_CAP: Duration = Duration::from_secs(30);
 
+/// Smallest share of its weight a fully loaded endpoint keeps, so it still gets a
+/// trickle of traffic and all-saturated upstreams stay balanced by configured weight.
+pub const MIN_LOAD_SCALE: f64 = 0.05;
+
+/// `load_scale` of an endpoint that reported no load, in thousandths.
+const LOAD_SCALE_FULL: u32 = 1000;
+
 /// How a finished request went, as far as the balancer cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -60,6 +67,9 @@ pub struct Endpoint {
     /// Whether outlier detection has ejected it; kept apart from `available` so a health
     /// check passing does not undo an ejection by accident, nor the reverse.
     ejected: AtomicBool,
+    /// Share of its weight the endpoint keeps given the load it reports, in thousandths
+    /// (1000 until it reports any); see [`Endpoint::set_load`].
+    load_scale: AtomicU32,
     /// Peak-EWMA state; `None` until the first finished request.
     ewma: Mutex<Option<Ewma>>,
 }
@@ -116,6 +126,7 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             available: AtomicBool::new(true),
             ejected: AtomicBool::new(false),
+            load_scale: AtomicU32::new(LOAD_SCALE_FULL),
             ewma: Mutex::new(None),
         }
     }
@@ -173,6 +184,36 @@ impl Endpoint {
     /// [`OutlierDetector`](crate::outlier::OutlierDetector) calls this.
     pub fn set_ejected(&self, ejected: bool) {
         self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
+    /// Scales the endpoint's weight by the load it reports about itself (the
+    /// `X-Steady-Load` health-check signal): a load of `0.0..=1.0` keeps
+    /// `max(1 − load, MIN_LOAD_SCALE)` of the weight; `None` (no report) keeps all of it.
+    ///
+    /// Weighted balancers (weighted round robin, least connections, P2C, random) follow
+    /// it at once; round robin ignores weights and the hash balancers keep keys where
+    /// they are, as with slow start.
+    pub fn set_load(&self, load: Option<f64>) {
+        let scale = match load {
+            Some(l) if l.is_finite() => (1.0 - l.clamp(0.0, 1.0)).max(MIN_LOAD_SCALE),
+            _ => 1.0,
+        };
+        self.load_scale.store(
+            (scale * LOAD_SCALE_FULL as f64).round() as u32,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Returns the share of its weight the endpoint keeps given its reported load
+    /// (`1.0` until it reports one).
+    pub fn load_scale(&self) -> f64 {
+        f64::from(self.load_scale.load(Ordering::Relaxed)) / LOAD_SCALE_FULL as f64
+    }
+
+    /// Returns the weight balancers use now: configured weight × load scale (before
+    /// slow start).
+    pub fn effective_weight(&self) -> f64 {
+        f64::from(self.weight) * self.load_scale()
     }
 
     /// Returns the current peak-EWMA latency estimate, decayed to `now`.

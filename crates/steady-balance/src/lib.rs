@@ -53,7 +53,7 @@ pub use algorithms::{
     ring_hash::{MAX_RING_ENTRIES, VNODES_PER_WEIGHT},
 };
 pub use config::{Algorithm, BalancerConfig, ConfigError};
-pub use endpoint::{Endpoint, InFlight, Outcome};
+pub use endpoint::{Endpoint, InFlight, Outcome, MIN_LOAD_SCALE};
 pub use outlier::{
     EjectReason, FailurePercentage, OutlierConfig, OutlierConfigError, OutlierDetector,
     OutlierEvent, ReadmitReason, RequestResult, SuccessRate,

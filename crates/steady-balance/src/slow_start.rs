@@ -22,9 +22,10 @@ pub fn slow_start_factor(added_at: Instant, now: Instant, window: Duration) -> f
     (age.as_secs_f64() / window.as_secs_f64()).max(MIN_WEIGHT_FRACTION)
 }
 
-/// Returns the endpoint's weight × [`WEIGHT_SCALE`], ramped by slow start (at least 1).
+/// Returns the endpoint's weight × [`WEIGHT_SCALE`], scaled by its reported load and
+/// ramped by slow start (at least 1).
 pub(crate) fn scaled_weight(e: &Endpoint, now: Instant, window: Option<Duration>) -> u64 {
-    let full = u64::from(e.weight()) * WEIGHT_SCALE;
+    let full = ((e.effective_weight() * WEIGHT_SCALE as f64) as u64).max(1);
     match window {
         None => full,
         Some(w) => {

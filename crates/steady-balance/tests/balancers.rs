@@ -331,3 +331,48 @@ fn rebuilt_set_keeps_endpoint_counters() {
     assert_eq!(index_of(&rebuilt, &rebuilt.pick(&Pick::at(t0)).unwrap()), 1);
     drop(held);
 }
+
+#[test]
+fn reported_load_scales_weighted_shares() {
+    // Loads 0, 0.5, 0.75 and 1.0 keep 1, 0.5, 0.25 and MIN_LOAD_SCALE of each weight.
+    let loads = [None, Some(0.5), Some(0.75), Some(1.0)];
+    let want = [1.0, 0.5, 0.25, steady_balance::MIN_LOAD_SCALE];
+    for algorithm in [
+        Algorithm::WeightedRoundRobin,
+        Algorithm::Random,
+        Algorithm::LeastConnections,
+    ] {
+        seed_rng(5);
+        let t0 = Instant::now();
+        let s = set(eps(&[1, 1, 1, 1], t0), algorithm);
+        for (e, load) in s.endpoints().iter().zip(loads) {
+            e.set_load(load);
+        }
+        let tolerance = if algorithm == Algorithm::Random {
+            0.05
+        } else {
+            0.02
+        };
+        if algorithm == Algorithm::LeastConnections {
+            // Least connections weighs held requests: hold picks open as a steady load would.
+            let held: Vec<_> = (0..2000)
+                .map(|_| s.pick(&Pick::at(t0)).unwrap().start(t0))
+                .collect();
+            let in_flight: Vec<usize> = s
+                .endpoints()
+                .iter()
+                .map(|e| e.in_flight() as usize)
+                .collect();
+            assert_shares(&in_flight, &want, 0.05);
+            drop(held);
+            continue;
+        }
+        assert_shares(&count_picks(&s, 40_000, t0), &want, tolerance);
+    }
+    // A report that is no longer sent (None) restores the full weight.
+    let t0 = Instant::now();
+    let s = set(eps(&[1, 1], t0), Algorithm::WeightedRoundRobin);
+    s.endpoints()[0].set_load(Some(0.9));
+    s.endpoints()[0].set_load(None);
+    assert_eq!(count_picks(&s, 1000, t0), [500, 500]);
+}

@@ -111,6 +111,8 @@ impl Checker {
         report.healthy = self.state.is_healthy();
         if let Some(load) = outcome.signals.load {
             report.load = Some(load);
+            // Weighted balancers send a loaded endpoint less (steady-balance `set_load`).
+            self.endpoint.set_load(Some(load));
         }
         let drain_before = report.draining;
         if let Some(drain) = outcome.signals.drain {

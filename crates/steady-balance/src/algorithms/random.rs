@@ -1,8 +1,9 @@
 //! Weighted random.
 //!
 //! Draws against precomputed prefix sums of the configured weights and redraws when the
-//! draw does not qualify (rejection keeps the distribution proportional to weight among
-//! qualifying endpoints). During slow start, or after a few misses, it scans with the
+//! draw does not qualify, or, for an endpoint that reports load, with probability
+//! `1 − load scale` (rejection keeps the distribution proportional to effective weight
+//! among qualifying endpoints). During slow start, or after a few misses, it scans with the
 //! effective weights instead.
 
 use std::sync::Arc;
@@ -38,13 +39,18 @@ impl WeightedRandom {
             for _ in 0..4 {
                 let r = fastrand::u64(..total);
                 let i = self.prefix.partition_point(|&p| p <= r);
-                if ctx.ok(i) {
+                if ctx.ok(i) && accept(ctx.endpoints[i].load_scale()) {
                     return Some(i);
                 }
             }
         }
         scan(ctx)
     }
+}
+
+/// Returns true with probability `p` (always for `p >= 1`, the common case).
+fn accept(p: f64) -> bool {
+    p >= 1.0 || fastrand::f64() < p
 }
 
 /// Picks proportionally to effective weight with two scans over the candidates.
