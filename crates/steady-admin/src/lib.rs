@@ -145,13 +145,30 @@ pub fn upstreams_json(gateway: &Gateway) -> serde_json::Value {
                         "address": e.addr().to_string(),
                         "weight": e.weight(),
                         "effective_weight": e.effective_weight(),
+                        "zone": e.locality().zone.as_deref(),
+                        "region": e.locality().region.as_deref(),
+                        "priority": e.locality().priority,
                         "available": e.is_available(),
                         "in_flight": e.in_flight(),
                         "ewma_latency_ms": e.ewma_latency(now).as_secs_f64() * 1000.0,
                     })
                 })
                 .collect();
-            serde_json::json!({"name": &*u.name, "endpoints": endpoints})
+            let tiers: Vec<serde_json::Value> = u
+                .endpoints()
+                .tier_shares()
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "priority": t.priority,
+                        "proximity": t.proximity.as_str(),
+                        "endpoints": t.endpoints,
+                        "available": t.available,
+                        "share": t.share,
+                    })
+                })
+                .collect();
+            serde_json::json!({"name": &*u.name, "endpoints": endpoints, "locality_tiers": tiers})
         })
         .collect();
     serde_json::json!({ "upstreams": upstreams })

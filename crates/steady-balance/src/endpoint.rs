@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::locality::Locality;
+
 /// Time constant of the peak-EWMA decay: a sample's weight falls to 1/e after this long.
 ///
 /// 10 s, as linkerd's and Finagle's peak-EWMA balancers use.
@@ -59,6 +61,8 @@ pub struct Endpoint {
     weight: u32,
     /// When the endpoint joined; slow start ramps from here.
     added_at: Instant,
+    /// Zone, region and failover priority.
+    locality: Locality,
     /// Requests started and not yet finished or dropped.
     in_flight: AtomicU32,
     /// Whether active health checks (or the operator) consider it up; see
@@ -123,12 +127,25 @@ impl Endpoint {
             addr,
             weight: weight.max(1),
             added_at,
+            locality: Locality::default(),
             in_flight: AtomicU32::new(0),
             available: AtomicBool::new(true),
             ejected: AtomicBool::new(false),
             load_scale: AtomicU32::new(LOAD_SCALE_FULL),
             ewma: Mutex::new(None),
         }
+    }
+
+    /// Places the endpoint in a zone, region and priority level (builder style, before it
+    /// is shared).
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
+    }
+
+    /// Returns the endpoint's zone, region and priority.
+    pub fn locality(&self) -> &Locality {
+        &self.locality
     }
 
     /// Returns the name as configured, e.g. `backend.internal:9003`.

@@ -27,7 +27,10 @@
 //!   its outcome.
 //! - [`config`]: [`Algorithm`] and [`BalancerConfig`] (slow start, bounded load).
 //! - [`set`]: [`EndpointSet`], which builds the algorithm's state and runs a [`Pick`]:
-//!   availability, `avoid` as a preference, slow start, the healthy-panic threshold.
+//!   availability, `avoid` as a preference, slow start, the healthy-panic threshold,
+//!   and, with [`EndpointSet::with_locality`], one sub-set per locality tier.
+//! - [`locality`]: [`Locality`] (zone, region, priority) and the tier shares of
+//!   zone, region and priority failover (Envoy's priority load with overprovisioning).
 //! - [`outlier`]: [`OutlierDetector`], passive outlier ejection as Envoy's (consecutive
 //!   failures, success rate, failure percentage; growing jittered ejection time,
 //!   `max_ejection_percent`).
@@ -42,6 +45,7 @@
 
 pub mod config;
 pub mod endpoint;
+pub mod locality;
 pub mod outlier;
 pub mod set;
 pub mod slow_start;
@@ -54,11 +58,12 @@ pub use algorithms::{
 };
 pub use config::{Algorithm, BalancerConfig, ConfigError};
 pub use endpoint::{Endpoint, InFlight, Outcome, MIN_LOAD_SCALE};
+pub use locality::{Locality, Proximity, DEFAULT_OVERPROVISIONING};
 pub use outlier::{
     EjectReason, FailurePercentage, OutlierConfig, OutlierConfigError, OutlierDetector,
     OutlierEvent, ReadmitReason, RequestResult, SuccessRate,
 };
-pub use set::{EndpointSet, Pick};
+pub use set::{EndpointSet, Pick, TierShare};
 
 /// Hashes request key bytes (header value, cookie, client IP, path) for ring hash and
 /// Maglev, with xxh3.

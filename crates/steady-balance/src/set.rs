@@ -12,6 +12,7 @@ use crate::{
         hashed, least_conn::LeastConn, maglev, maglev::Maglev, p2c_ewma, random::WeightedRandom,
         ring_hash::Ring, round_robin::RoundRobin, smooth_wrr::SmoothWrr, Balancer, Ctx,
     },
+    locality::{pick_tier, tier_health, Locality, Proximity},
     slow_start::{scaled_weight, WEIGHT_SCALE},
     Algorithm, BalancerConfig, Endpoint,
 };
@@ -79,6 +80,41 @@ pub struct EndpointSet {
     panic_threshold: Option<u32>,
     /// Algorithm state.
     balancer: Balancer,
+    /// Locality tiers, when endpoints span more than one (see [`EndpointSet::with_locality`]).
+    tiers: Option<Box<Tiers>>,
+}
+
+/// The set split by locality: each tier balances its own endpoints.
+struct Tiers {
+    /// Nearest first: `(priority, proximity)` ascending.
+    tiers: Vec<Tier>,
+    /// Envoy's overprovisioning factor.
+    overprovisioning: f64,
+}
+
+/// One locality tier.
+struct Tier {
+    priority: u32,
+    proximity: Proximity,
+    /// The tier's endpoints with their own balancer state.
+    set: EndpointSet,
+    /// Index in the parent set of each of `set`'s endpoints.
+    parent_index: Vec<usize>,
+}
+
+/// One locality tier as the admin API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierShare {
+    /// Failover priority.
+    pub priority: u32,
+    /// How close the tier is to the gateway.
+    pub proximity: Proximity,
+    /// Endpoints in the tier.
+    pub endpoints: usize,
+    /// Of which available now.
+    pub available: usize,
+    /// Share of new requests the tier gets now, `0.0..=1.0`.
+    pub share: f64,
 }
 
 impl EndpointSet {
@@ -116,7 +152,82 @@ impl EndpointSet {
             bounded_load: config.effective_bounded_load(),
             panic_threshold: None,
             balancer,
+            tiers: None,
         }
+    }
+
+    /// Splits picks by locality relative to a gateway at `local`: the local zone first,
+    /// spilling to other zones, other regions and lower priorities as endpoints become
+    /// unavailable, in proportion to the capacity lost (see [`crate::locality`]).
+    ///
+    /// Endpoints in one tier only (the usual case without zones or priorities) leave the
+    /// set as it was. Each tier balances with the set's algorithm over its own endpoints.
+    /// The healthy-panic threshold still applies to the whole set: in panic, picks ignore
+    /// tiers and availability alike.
+    pub fn with_locality(mut self, local: &Locality, overprovisioning: f64) -> Self {
+        let mut keys: Vec<(u32, Proximity)> = self
+            .endpoints
+            .iter()
+            .map(|e| (e.locality().priority, e.locality().proximity(local)))
+            .collect();
+        let mut distinct = keys.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 2 {
+            self.tiers = None;
+            return self;
+        }
+        let tiers = distinct
+            .into_iter()
+            .map(|(priority, proximity)| {
+                let parent_index: Vec<usize> = (0..keys.len())
+                    .filter(|&i| keys[i] == (priority, proximity))
+                    .collect();
+                let members = parent_index
+                    .iter()
+                    .map(|&i| Arc::clone(&self.endpoints[i]))
+                    .collect();
+                Tier {
+                    priority,
+                    proximity,
+                    set: EndpointSet::new(members, &self.config),
+                    parent_index,
+                }
+            })
+            .collect();
+        keys.clear();
+        let overprovisioning = if overprovisioning.is_finite() && overprovisioning >= 1.0 {
+            overprovisioning
+        } else {
+            crate::locality::DEFAULT_OVERPROVISIONING
+        };
+        self.tiers = Some(Box::new(Tiers {
+            tiers,
+            overprovisioning,
+        }));
+        self
+    }
+
+    /// Returns each locality tier with its share of traffic now; empty without tiers.
+    pub fn tier_shares(&self) -> Vec<TierShare> {
+        let Some(tiers) = &self.tiers else {
+            return Vec::new();
+        };
+        let counts: Vec<(usize, usize)> = tiers.tiers.iter().map(Tier::counts).collect();
+        let shares = crate::locality::tier_shares(&counts, tiers.overprovisioning);
+        tiers
+            .tiers
+            .iter()
+            .zip(counts)
+            .zip(shares)
+            .map(|((t, (available, endpoints)), share)| TierShare {
+                priority: t.priority,
+                proximity: t.proximity,
+                endpoints,
+                available,
+                share,
+            })
+            .collect()
     }
 
     /// Sets the healthy-panic threshold in percent (Envoy's `healthy_panic_threshold`):
@@ -195,6 +306,12 @@ impl EndpointSet {
             return None;
         }
         let panic = self.in_panic();
+        if let (Some(tiers), false) = (&self.tiers, panic) {
+            if let Some(i) = tiers.pick(pick) {
+                return Some(i);
+            }
+            // Nothing available in any tier: fall through (None, as without tiers).
+        }
         match &self.balancer {
             Balancer::RingHash(ring) => self.pick_hashed(ring, pick, panic),
             Balancer::Maglev(table) => self.pick_hashed(table, pick, panic),
@@ -247,6 +364,55 @@ impl EndpointSet {
             self.bounded_load,
             panic,
         )
+    }
+}
+
+impl Tier {
+    /// Returns `(available, total)` endpoints.
+    fn counts(&self) -> (usize, usize) {
+        let e = self.set.endpoints();
+        (e.iter().filter(|e| e.is_available()).count(), e.len())
+    }
+}
+
+impl Tiers {
+    /// Picks a tier by share, then an endpoint in it; returns a parent-set index.
+    ///
+    /// When the tier's choice is one the request wants to avoid (a retry), the nearest
+    /// other tier with a non-avoided available endpoint serves instead, so retries leave
+    /// a failing zone rather than repeat in it.
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        let f = self.overprovisioning;
+        let health = |i: usize| {
+            let (available, total) = self.tiers[i].counts();
+            tier_health(available, total, f)
+        };
+        let t = pick_tier(health, self.tiers.len(), fastrand::f64())?;
+        let chosen = self.tiers[t].pick(pick);
+        if pick.avoid.is_empty() {
+            return chosen.map(|(i, _)| i);
+        }
+        if let Some((i, false)) = chosen {
+            return Some(i);
+        }
+        self.tiers
+            .iter()
+            .enumerate()
+            .filter(|&(other, _)| other != t)
+            .find_map(|(_, tier)| match tier.pick(pick) {
+                Some((i, false)) => Some(i),
+                _ => None,
+            })
+            .or(chosen.map(|(i, _)| i))
+    }
+}
+
+impl Tier {
+    /// Picks in this tier; returns the parent index and whether the request avoids it.
+    fn pick(&self, pick: &Pick<'_>) -> Option<(usize, bool)> {
+        let j = self.set.pick_index(pick)?;
+        let avoided = pick.avoid.contains(&self.set.endpoints()[j].addr());
+        Some((self.parent_index[j], avoided))
     }
 }
 

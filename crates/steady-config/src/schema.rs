@@ -54,6 +54,22 @@ pub struct Runtime {
     /// `grace`).
     #[serde(default, deserialize_with = "de_duration")]
     pub drain_delay: Duration,
+    /// Where this gateway runs; endpoints in the same zone are preferred (see
+    /// `Endpoint::zone`). `None`: every endpoint counts as local.
+    #[serde(default)]
+    pub locality: Option<Locality>,
+}
+
+/// The gateway's own region and zone, for zone-aware balancing.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region, e.g. `eu-west-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Zone, e.g. `eu-west-1a`.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 impl Default for Runtime {
@@ -62,6 +78,7 @@ impl Default for Runtime {
             workers: None,
             drain_timeout: defaults::drain_timeout(),
             drain_delay: Duration::ZERO,
+            locality: None,
         }
     }
 }
@@ -341,6 +358,10 @@ pub struct Upstream {
     /// Fixed limits on connections, pending and active requests; absent means none.
     #[serde(default)]
     pub circuit_breakers: Option<crate::limits::CircuitBreakers>,
+    /// Envoy's overprovisioning factor for zone and priority failover: a locality tier
+    /// keeps all its traffic until fewer than `1 / factor` of its endpoints are available.
+    #[serde(default = "defaults::overprovisioning")]
+    pub overprovisioning: f64,
     /// The instances that serve this upstream.
     pub endpoints: Vec<Endpoint>,
 }
@@ -417,6 +438,15 @@ pub struct Endpoint {
     /// Relative share of traffic, at least 1.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// Zone the endpoint runs in; compared with `runtime.locality.zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Region the endpoint runs in; compared with `runtime.locality.region`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Failover priority: 0 (the default) takes traffic first, 1 only as 0 fails, and so on.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 impl Config {
@@ -683,5 +713,8 @@ pub mod defaults {
     }
     pub(crate) fn weight() -> u32 {
         1
+    }
+    pub(crate) fn overprovisioning() -> f64 {
+        1.4
     }
 }

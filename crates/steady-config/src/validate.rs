@@ -821,6 +821,16 @@ fn check_upstreams(config: &Config, issues: &mut Vec<Issue>) {
             }
         }
 
+        if !(upstream.overprovisioning.is_finite() && upstream.overprovisioning >= 1.0) {
+            issues.push(Issue::new(
+                path.key("overprovisioning"),
+                format!(
+                    "{} is out of range; it must be at least 1.0, like 1.4 (Envoy's 140%)",
+                    upstream.overprovisioning
+                ),
+            ));
+        }
+
         let hash_path = path.key("hash");
         match (&upstream.hash, upstream.balance.uses_hash()) {
             (None, true) => issues.push(

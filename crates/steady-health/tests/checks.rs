@@ -276,7 +276,11 @@ async fn load_and_drain_reports() {
 
     checker.check_once().await;
     assert_eq!(checker.report().load, Some(0.73));
-    assert_eq!(endpoint.load_scale(), 0.27, "a reported load scales the weight");
+    assert_eq!(
+        endpoint.load_scale(),
+        0.27,
+        "a reported load scales the weight"
+    );
     assert!(!checker.report().draining);
 
     checker.check_once().await;

@@ -111,7 +111,10 @@ impl Gateway {
         let n_workers = workers.len();
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for u in &config.upstreams {
-            upstreams.insert(u.name.as_str(), Upstream::build(u, n_workers).await);
+            upstreams.insert(
+                u.name.as_str(),
+                Upstream::build(u, n_workers, config.runtime.locality.as_ref()).await,
+            );
         }
         let all_upstreams: Vec<Arc<Upstream>> = config
             .upstreams

@@ -10,8 +10,8 @@ use http::request::Parts;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use steady_balance::{
-    Algorithm, BalancerConfig, Endpoint, EndpointSet, OutlierDetector, OutlierEvent, Pick,
-    RequestResult,
+    Algorithm, BalancerConfig, Endpoint, EndpointSet, Locality, OutlierDetector, OutlierEvent,
+    Pick, RequestResult,
 };
 use steady_config::{Balance, HashKeySource, UpstreamProtocol};
 use steady_limit::{AdaptiveConfig, ConcurrencyLimiter};
@@ -72,6 +72,10 @@ pub struct Upstream {
     pub breakers: Arc<crate::breakers::Breakers>,
     /// Ejections by outlier detection since start.
     ejections: std::sync::atomic::AtomicU64,
+    /// The gateway's own zone and region, for zone-aware failover.
+    local: Locality,
+    /// Envoy's overprovisioning factor for locality tiers.
+    overprovisioning: f64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -96,8 +100,12 @@ fn algorithm(b: Balance) -> Algorithm {
 
 impl Upstream {
     /// Builds an upstream, resolving DNS names once (failures leave those endpoints out
-    /// until a later refresh succeeds).
-    pub async fn build(config: &steady_config::Upstream, workers: usize) -> Arc<Upstream> {
+    /// until a later refresh succeeds). `local` is the gateway's own zone and region.
+    pub async fn build(
+        config: &steady_config::Upstream,
+        workers: usize,
+        local: Option<&steady_config::Locality>,
+    ) -> Arc<Upstream> {
         let passive = config.health.as_ref().and_then(|h| h.passive.as_ref());
         let balancer = BalancerConfig {
             algorithm: algorithm(config.balance),
@@ -133,6 +141,12 @@ impl Upstream {
                 .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
             breakers,
             ejections: std::sync::atomic::AtomicU64::new(0),
+            local: local.map_or_else(Locality::default, |l| Locality {
+                region: l.region.as_deref().map(Into::into),
+                zone: l.zone.as_deref().map(Into::into),
+                priority: 0,
+            }),
+            overprovisioning: config.overprovisioning,
         };
         upstream.resolve().await;
         if let Some(passive) = passive {
@@ -192,13 +206,26 @@ impl Upstream {
                 if next.iter().any(|x| x.addr() == addr) {
                     continue;
                 }
+                let locality = Locality {
+                    region: ep.region.as_deref().map(Into::into),
+                    zone: ep.zone.as_deref().map(Into::into),
+                    priority: ep.priority,
+                };
                 let reused = current
                     .endpoints()
                     .iter()
-                    .find(|x| x.addr() == addr && x.name() == ep.address && x.weight() == ep.weight)
+                    .find(|x| {
+                        x.addr() == addr
+                            && x.name() == ep.address
+                            && x.weight() == ep.weight
+                            && *x.locality() == locality
+                    })
                     .cloned();
                 next.push(reused.unwrap_or_else(|| {
-                    Arc::new(Endpoint::new(ep.address.as_str(), addr, ep.weight, now))
+                    Arc::new(
+                        Endpoint::new(ep.address.as_str(), addr, ep.weight, now)
+                            .with_locality(locality),
+                    )
                 }));
             }
         }
@@ -212,8 +239,9 @@ impl Upstream {
             if let Some(outlier) = &self.outlier {
                 lock(outlier).set_endpoints(next.clone());
             }
-            let set =
-                EndpointSet::new(next, &self.balancer).with_panic_threshold(self.panic_threshold);
+            let set = EndpointSet::new(next, &self.balancer)
+                .with_panic_threshold(self.panic_threshold)
+                .with_locality(&self.local, self.overprovisioning);
             self.set.store(Arc::new(set));
         }
     }
