@@ -931,3 +931,36 @@ upstreams:
         "{diagnostics:#?}"
     );
 }
+
+#[test]
+fn locality_parses_and_overprovisioning_is_checked() {
+    let yaml = format!(
+        "runtime:\n  locality: {{region: eu, zone: eu-a}}\n{LISTENER}{ROUTE}upstreams:\n  - name: app\n    \
+         endpoints:\n      - {{address: 127.0.0.1:9001, zone: eu-a, region: eu}}\n      - {{address: 127.0.0.1:9002, priority: 1}}\n"
+    );
+    let config = parse(&yaml, "steady.yaml").unwrap_or_else(|d| panic!("{d}"));
+    let local = config.runtime.locality.as_ref().unwrap();
+    assert_eq!(
+        (local.region.as_deref(), local.zone.as_deref()),
+        (Some("eu"), Some("eu-a"))
+    );
+    let eps = &config.upstreams[0].endpoints;
+    assert_eq!((eps[0].zone.as_deref(), eps[0].priority), (Some("eu-a"), 0));
+    assert_eq!((eps[1].zone.as_deref(), eps[1].priority), (None, 1));
+    assert_eq!(config.upstreams[0].overprovisioning, 1.4);
+
+    let yaml = format!("{LISTENER}{ROUTE}{UPSTREAM}    overprovisioning: 0.5\n");
+    only(
+        &yaml,
+        (11, 23),
+        "upstreams[0].overprovisioning",
+        "at least 1.0",
+    );
+    let yaml = format!("runtime:\n  locality: {{zone: a, rack: 3}}\n{LISTENER}{ROUTE}{UPSTREAM}");
+    only(
+        &yaml,
+        (2, 23),
+        "runtime.locality.rack",
+        "unknown field `rack`",
+    );
+}
