@@ -43,6 +43,45 @@ pub struct Retries {
     /// again; larger (or unsized) bodies stream and are not retried once sent.
     #[serde(default = "defaults::buffer")]
     pub buffer: ByteSize,
+    /// Hedging: when an idempotent request's attempt has not answered after this long,
+    /// send a copy to another endpoint and take whichever answers first. A duration
+    /// (`40ms`) or a percentile of the route's recent upstream latency (`p95`).
+    #[serde(default)]
+    pub hedge_after: Option<HedgeAfter>,
+}
+
+/// When to send a hedged copy of a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    /// After a fixed delay.
+    Delay(Duration),
+    /// After this percentile (`50.0..=99.99`) of the route's recent attempt latency.
+    Percentile(f64),
+}
+
+impl HedgeAfter {
+    fn parse(text: &str) -> Result<HedgeAfter, String> {
+        if let Some(p) = text.strip_prefix('p') {
+            return match p.parse::<f64>() {
+                Ok(p) if (50.0..100.0).contains(&p) => Ok(HedgeAfter::Percentile(p)),
+                _ => Err(format!(
+                    "`{text}` is not a percentile from p50 to p99.99, like `p95`"
+                )),
+            };
+        }
+        match crate::units::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(HedgeAfter::Delay(d)),
+            Ok(_) => Err("must be greater than 0s".to_string()),
+            Err(e) => Err(format!("{e}; or a percentile such as `p95`")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HedgeAfter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        HedgeAfter::parse(text.trim()).map_err(de::Error::custom)
+    }
 }
 
 /// A failure a route may retry.

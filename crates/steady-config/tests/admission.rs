@@ -316,3 +316,33 @@ fn retry_policies_that_cannot_work_are_refused() {
     );
     has(&e, "204 is not a status an abort can answer");
 }
+
+#[test]
+fn hedge_after_is_a_duration_or_a_percentile() {
+    use steady_config::retry::HedgeAfter;
+    for (text, want) in [
+        ("p95", HedgeAfter::Percentile(95.0)),
+        ("p99.9", HedgeAfter::Percentile(99.9)),
+        ("40ms", HedgeAfter::Delay(Duration::from_millis(40))),
+    ] {
+        let yaml = format!(
+            "{BASE}routes: [{{name: r, listener: web, upstream: app, retries: {{hedge_after: {text}}}}}]\n"
+        );
+        let config = parse(&yaml, "steady.yaml").unwrap();
+        assert_eq!(
+            config.routes[0].retries.as_ref().unwrap().hedge_after,
+            Some(want)
+        );
+    }
+    for (text, message) in [
+        ("p30", "`p30` is not a percentile from p50 to p99.99"),
+        ("p100", "`p100` is not a percentile"),
+        ("0s", "must be greater than 0s"),
+        ("soon", "or a percentile such as `p95`"),
+    ] {
+        let e = errors(&format!(
+            "routes: [{{name: r, listener: web, upstream: app, retries: {{hedge_after: {text}}}}}]\n"
+        ));
+        has(&e, message);
+    }
+}

@@ -382,7 +382,32 @@ async fn forward_retrying(
             return Err(Kind::Timeout);
         }
         let per_try = policy.per_try_timeout.map_or(left, |t| t.min(left));
-        let result = attempt(route, &endpoint, upstream_req, None, per_try, now).await;
+        let hedge_delay = route
+            .hedge
+            .as_ref()
+            .filter(|_| idempotent)
+            .and_then(|h| h.delay(now))
+            .filter(|d| *d < per_try);
+        let result = match hedge_delay {
+            None => attempt(route, &endpoint, upstream_req, None, per_try, now).await,
+            Some(delay) => {
+                let hedge = Hedged {
+                    listener,
+                    route,
+                    policy,
+                    parts,
+                    body: &body,
+                    hash,
+                    idempotent,
+                };
+                hedge
+                    .run(&endpoint, upstream_req, per_try, delay, now, &mut tried)
+                    .await
+            }
+        };
+        if let (Ok(_), Some(h)) = (&result, &route.hedge) {
+            h.record(now.elapsed());
+        }
         let Some(reason) = retry_reason(policy, &result, idempotent) else {
             return answer(listener, result?, request_id, client_upgrade, upgrade);
         };
@@ -419,6 +444,101 @@ async fn forward_retrying(
         tracing::debug!(route = %route.name, from = %endpoint.addr(), to = %next.addr(), reason, attempt = attempt_no + 1, "retrying");
         endpoint = next;
         attempt_no += 1;
+    }
+}
+
+/// One hedged attempt: what it needs of the request besides the first endpoint.
+struct Hedged<'a> {
+    listener: &'a HttpListener,
+    route: &'a Route,
+    policy: &'a steady_config::retry::Retries,
+    parts: &'a http::request::Parts,
+    body: &'a Bytes,
+    hash: Option<u64>,
+    idempotent: bool,
+}
+
+impl Hedged<'_> {
+    /// Sends `upstream_req` to `endpoint`; if no response head came after `delay`, sends
+    /// a copy to another endpoint (within the retry budget) and returns the first usable
+    /// answer, cancelling the other attempt. A copy's endpoint joins `tried`.
+    async fn run(
+        &self,
+        endpoint: &Arc<steady_balance::Endpoint>,
+        upstream_req: Request<RequestBody>,
+        per_try: Duration,
+        delay: Duration,
+        start: std::time::Instant,
+        tried: &mut Vec<SocketAddr>,
+    ) -> Result<Exchanged, Kind> {
+        let (route, upstream) = (self.route, &self.route.upstream);
+        let first = attempt(route, endpoint, upstream_req, None, per_try, start);
+        tokio::pin!(first);
+        tokio::select! {
+            biased;
+            result = &mut first => return result,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        // Hedges share the retry budget, so they cannot multiply load in an outage.
+        let Some(_guard) = upstream
+            .breakers
+            .try_retry(self.policy.budget.0, self.policy.min_retries)
+        else {
+            self.listener
+                .metrics
+                .retry(&route.name, "hedge-budget-exhausted");
+            return first.await;
+        };
+        let mut avoid = tried.clone();
+        avoid.push(endpoint.addr());
+        let now = std::time::Instant::now();
+        let Some(other) = upstream
+            .pick(self.hash, &avoid, now)
+            .filter(|e| !avoid.contains(&e.addr()))
+        else {
+            return first.await;
+        };
+        let mut parts = self.parts.clone();
+        let Ok(uri) = upstream_uri(upstream.transport(), &mut parts, other.addr(), false) else {
+            return first.await;
+        };
+        let copy = upstream_request(
+            &parts.method,
+            uri,
+            parts.headers,
+            RequestBody::buffered(self.body.clone()),
+        );
+        self.listener.metrics.retry(&route.name, "hedge");
+        tracing::debug!(route = %route.name, slow = %endpoint.addr(), copy = %other.addr(), ?delay, "hedging");
+        tried.push(other.addr());
+        let second = attempt(
+            route,
+            &other,
+            copy,
+            None,
+            per_try.saturating_sub(delay),
+            now,
+        );
+        tokio::pin!(second);
+        let usable =
+            |r: &Result<Exchanged, Kind>| retry_reason(self.policy, r, self.idempotent).is_none();
+        tokio::select! {
+            result = &mut first => {
+                if usable(&result) { return result; }
+                let copy = second.await;
+                if usable(&copy) {
+                    self.listener.metrics.retry(&route.name, "hedge-won");
+                }
+                copy
+            }
+            result = &mut second => {
+                if usable(&result) {
+                    self.listener.metrics.retry(&route.name, "hedge-won");
+                    return result;
+                }
+                first.await
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`fault`]: fault injection per route (delays and aborts), before admission.
 //! - [`admit`]: the admit phase: a route's rate limits (local and Redis-backed), the
 //!   request's priority, and the upstream's adaptive concurrency limit.
+//! - [`hedge`]: when a route hedges a slow attempt (a fixed delay, or a percentile of
+//!   recent latency from per-worker HDR histograms); `http` runs the race.
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
@@ -35,6 +37,7 @@ pub mod error;
 pub mod fault;
 pub mod gateway;
 pub mod headers;
+pub mod hedge;
 pub mod http;
 pub mod metrics;
 pub mod pool;

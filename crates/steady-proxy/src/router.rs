@@ -46,6 +46,8 @@ pub struct Route {
     pub faults: Option<crate::fault::Faults>,
     /// The retry policy, if any.
     pub retries: Option<steady_config::retry::Retries>,
+    /// When to hedge (from `retries.hedge_after`), if at all.
+    pub hedge: Option<crate::hedge::Hedge>,
 }
 
 impl Route {
@@ -96,6 +98,11 @@ impl Route {
             admission,
             faults,
             retries: config.retries.clone(),
+            hedge: config
+                .retries
+                .as_ref()
+                .and_then(|r| r.hedge_after)
+                .map(|after| crate::hedge::Hedge::new(after, std::time::Instant::now())),
         }
     }
 
