@@ -427,6 +427,10 @@ pub struct CircuitBreakers {
     /// Most requests in flight to the upstream at once.
     #[serde(default)]
     pub max_requests: Option<usize>,
+    /// Most retries (and hedged copies) in flight to the upstream at once, whatever the
+    /// routes' retry budgets allow (Envoy's `max_retries`).
+    #[serde(default)]
+    pub max_retries: Option<usize>,
 }
 
 impl CircuitBreakers {
@@ -436,6 +440,7 @@ impl CircuitBreakers {
             ("max_connections", self.max_connections),
             ("max_pending_requests", self.max_pending_requests),
             ("max_requests", self.max_requests),
+            ("max_retries", self.max_retries),
         ]
         .into_iter()
         .filter(|(_, v)| *v == Some(0))

@@ -38,6 +38,7 @@ pub struct Breakers {
     max_connections: Option<usize>,
     max_pending: Option<usize>,
     max_requests: Option<usize>,
+    max_retries: Option<usize>,
     connections: AtomicUsize,
     pending: AtomicUsize,
     requests: AtomicUsize,
@@ -96,6 +97,7 @@ impl Breakers {
             max_connections: config.max_connections,
             max_pending: config.max_pending_requests,
             max_requests: config.max_requests,
+            max_retries: config.max_retries,
             ..Breakers::default()
         })
     }
@@ -151,10 +153,12 @@ impl Breakers {
 
     /// Allows one retry if the retries in flight stay within the budget: at most
     /// `share` of the requests in flight, and always at least `min` (Envoy's retry
-    /// budget). The retry counts until the returned guard drops.
+    /// budget), and never more than `max_retries`. The retry counts until the returned
+    /// guard drops.
     pub fn try_retry(&self, share: f64, min: u32) -> Option<RetryGuard<'_>> {
         let requests = self.requests.load(Ordering::Acquire) as f64;
         let allowed = ((requests * share) as usize).max(min as usize);
+        let allowed = self.max_retries.map_or(allowed, |max| allowed.min(max));
         self.retries
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < allowed).then_some(n + 1)
@@ -211,5 +215,27 @@ mod tests {
         assert_eq!(b.current(Breaker::Pending), 100);
         drop(slots);
         assert_eq!(b.current(Breaker::Pending), 0);
+    }
+
+    #[test]
+    fn max_retries_caps_the_budget() {
+        let config = steady_config::limits::CircuitBreakers {
+            max_retries: Some(2),
+            ..Default::default()
+        };
+        let b = Breakers::new(Some(&config));
+        // min_retries 10 would allow ten; the breaker allows two.
+        let one = b.try_retry(0.2, 10).unwrap();
+        let two = b.try_retry(0.2, 10).unwrap();
+        assert!(b.try_retry(0.2, 10).is_none());
+        drop(one);
+        let three = b.try_retry(0.2, 10).unwrap();
+        drop((two, three));
+        assert_eq!(b.retries(), 0);
+        // Without the breaker only the budget counts.
+        let b = Breakers::new(None);
+        let held: Vec<_> = (0..10).map(|_| b.try_retry(0.2, 10).unwrap()).collect();
+        assert!(b.try_retry(0.2, 10).is_none());
+        drop(held);
     }
 }
