@@ -16,7 +16,9 @@
 //! - [`admit`]: the admit phase: a route's rate limits (local and Redis-backed), the
 //!   request's priority, and the upstream's adaptive concurrency limit.
 //! - [`hedge`]: when a route hedges a slow attempt (a fixed delay, or a percentile of
-//!   recent latency from per-worker HDR histograms); `http` runs the race.
+//!   its recent latency); `http` runs the race.
+//! - [`latency`]: lock-free HDR-style latency histograms with recent windows,
+//!   percentiles, Prometheus buckets and `.hgrm` output.
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
@@ -39,6 +41,7 @@ pub mod gateway;
 pub mod headers;
 pub mod hedge;
 pub mod http;
+pub mod latency;
 pub mod metrics;
 pub mod pool;
 pub mod router;

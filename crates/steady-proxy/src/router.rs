@@ -102,7 +102,10 @@ impl Route {
                 .retries
                 .as_ref()
                 .and_then(|r| r.hedge_after)
-                .map(|after| crate::hedge::Hedge::new(after, std::time::Instant::now())),
+                .map(|after| {
+                    let now = std::time::Instant::now();
+                    crate::hedge::Hedge::new(after, crate::latency::Latency::spawn(now), now)
+                }),
         }
     }
 
