@@ -165,5 +165,8 @@ upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
 
     let available = query_until_present(&prom, "steady_endpoint_available{upstream=\"app\"}").await;
     assert_eq!(available[0]["value"][1], "1");
+    let rss = query_until_present(&prom, "process_resident_memory_bytes{job=\"steady\"}").await;
+    let bytes: f64 = rss[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(bytes > 1e6, "{rss:?}");
     stop.cancel();
 }

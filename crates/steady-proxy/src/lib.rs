@@ -23,6 +23,7 @@
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
 //! - [`breakers`]: an upstream's circuit breakers (connections, pending, requests).
+//! - [`process`]: process CPU, memory, file descriptor and thread metrics.
 //! - [`pool`]: steady's own per-worker pool of HTTP/1.1 upstream connections.
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
 //! - [`body`]: streaming request/response bodies and the request size limit.
@@ -44,6 +45,7 @@ pub mod http;
 pub mod latency;
 pub mod metrics;
 pub mod pool;
+pub mod process;
 pub mod router;
 pub mod tcp;
 pub mod tls;

@@ -117,6 +117,7 @@ impl Metrics {
             "Requests refused with 503 by the adaptive concurrency limit, by upstream, priority and reason",
             shed.clone(),
         );
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
         registry.register_collector(Box::new(EndpointCollector {
             upstreams: upstreams.clone(),
         }));
