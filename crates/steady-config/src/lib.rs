@@ -13,6 +13,7 @@
 //!
 //! - [`schema`]: the serde types of `steady.yaml` (the contract with the other
 //!   crates), their defaults, and lookup helpers such as [`Config::routes_for`].
+//! - [`access_log`]: the JSON access log (fields, sampling, file rotation).
 //! - [`health`]: the `health.active` block (HTTP/TCP/gRPC probes, thresholds) and its
 //!   checks; `steady-health` runs it.
 //! - [`fault`]: fault injection per route (delay or abort a share of requests).
@@ -29,6 +30,7 @@
 //!
 //! The full reference of every field is `docs/configuration.md`.
 
+pub mod access_log;
 mod diagnostic;
 pub mod fault;
 pub mod health;

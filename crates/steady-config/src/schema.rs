@@ -37,6 +37,9 @@ pub struct Config {
     /// The Redis server that `scope: global` rate limits share.
     #[serde(default)]
     pub redis: Option<crate::limits::Redis>,
+    /// The JSON access log; none: no access log.
+    #[serde(default)]
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// Process-wide settings.

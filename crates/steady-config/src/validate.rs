@@ -90,6 +90,11 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
     check_routes(config, ctx, &mut issues);
     check_upstreams(config, &mut issues);
     check_admission(config, &mut issues);
+    if let Some(log) = &config.access_log {
+        for (field, message) in log.problems() {
+            issues.push(Issue::new(root.key("access_log").key(field), message));
+        }
+    }
     issues
 }
 

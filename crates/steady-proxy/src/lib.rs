@@ -32,6 +32,7 @@
 //! - [`tcp`]: L4 proxying.
 //! - [`worker`]: which thread-per-core worker the current thread is.
 
+pub mod access_log;
 pub mod admit;
 pub mod body;
 pub mod breakers;

@@ -1,0 +1,551 @@
+//! The JSON access log: one line per request, written by its own thread so the request
+//! path never waits on a disk.
+//!
+//! A request formats its line (only the configured fields) and offers it to a bounded
+//! channel; when the channel is full the line is dropped and counted
+//! (`steady_access_log_dropped_total`), never waited for. The writer thread batches
+//! lines into a buffered writer, flushes when the channel runs dry (and at least once a
+//! second), and rotates a file log by size (through the `file-rotate` crate, which also
+//! renames, gzips and prunes old files) and by age. Dropping the [`AccessLog`] flushes
+//! what was accepted and ends the thread.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
+use steady_config::access_log::{AccessLog as Config, Field, Rotate};
+
+/// What one request contributes to its log line.
+#[derive(Debug, Clone, Default)]
+pub struct Entry<'a> {
+    /// When the request head arrived.
+    pub time: Option<SystemTime>,
+    /// W3C trace id, 32 hex digits.
+    pub trace_id: Option<&'a str>,
+    /// Span id, 16 hex digits.
+    pub span_id: Option<&'a str>,
+    /// `X-Request-Id`.
+    pub request_id: Option<&'a str>,
+    /// TCP peer.
+    pub client: Option<SocketAddr>,
+    /// Method.
+    pub method: &'a str,
+    /// Host the request named.
+    pub host: Option<&'a str>,
+    /// Path without the query.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Route, if one matched.
+    pub route: Option<&'a str>,
+    /// Upstream, if the route has one.
+    pub upstream: Option<&'a str>,
+    /// Endpoint of the last attempt.
+    pub endpoint: Option<SocketAddr>,
+    /// Upstream attempts.
+    pub attempts: u32,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Request head to end of response body.
+    pub duration: Duration,
+    /// Time waiting on upstreams for response heads.
+    pub upstream_duration: Option<Duration>,
+    /// Request head to response head.
+    pub ttfb: Option<Duration>,
+    /// steady's failure reason, if steady failed the request itself.
+    pub failure: Option<&'a str>,
+}
+
+/// A running access log.
+pub struct AccessLog {
+    fields: Vec<Field>,
+    sample: f64,
+    always_log_errors: bool,
+    /// Handed (cloned) to each logging thread once; `None` once closed.
+    tx: Mutex<Option<SyncSender<String>>>,
+    /// Which log a thread's cached sender belongs to.
+    id: u64,
+    /// Set by [`close`](AccessLog::close); the writer drains and ends.
+    closing: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("fields", &self.fields)
+            .field("sample", &self.sample)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// Each thread's own sender, so logging takes no lock after the first line.
+    static SENDER: std::cell::RefCell<Option<(u64, SyncSender<String>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl AccessLog {
+    /// Opens the destination (creating a file's directory) and starts the writer thread.
+    pub fn start(config: &Config) -> io::Result<Arc<AccessLog>> {
+        let sink: Box<dyn Sink> = if config.is_stdout() {
+            Box::new(Plain(io::stdout()))
+        } else {
+            Box::new(RotatingFile::open(
+                Path::new(&config.path),
+                config.rotate.as_ref(),
+            )?)
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.buffer.max(1));
+        let written = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("steady-access-log".into())
+            .spawn({
+                let (written, closing) = (written.clone(), closing.clone());
+                move || write_loop(rx, sink, &written, &closing)
+            })?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Ok(Arc::new(AccessLog {
+            fields: config.fields(),
+            sample: config.sample.0,
+            always_log_errors: config.always_log_errors,
+            tx: Mutex::new(Some(tx)),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            closing,
+            dropped: Arc::new(AtomicU64::new(0)),
+            written,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Logs `entry` if sampling keeps it; never blocks: a full buffer drops the line.
+    pub fn log(&self, entry: &Entry<'_>) {
+        let error = entry.status >= 500 || entry.failure.is_some();
+        let keep = (error && self.always_log_errors)
+            || self.sample >= 1.0
+            || fastrand::f64() < self.sample;
+        if !keep {
+            return;
+        }
+        if self.closing.load(Ordering::Relaxed) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let line = self.format(entry);
+        let id = self.id;
+        let sent = SENDER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().map(|(owner, _)| *owner) != Some(id) {
+                let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                *slot = tx.map(|tx| (id, tx));
+            }
+            match slot.as_ref() {
+                Some((_, tx)) => tx.try_send(line),
+                None => Err(TrySendError::Disconnected(String::new())),
+            }
+        });
+        if sent.is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped because the buffer was full (or the log closed).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines the writer thread has written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting lines, writes and flushes those accepted, and waits for the
+    /// writer thread (at most `deadline`).
+    pub fn close(&self, deadline: Duration) {
+        self.closing.store(true, Ordering::Relaxed);
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let until = Instant::now() + deadline;
+        while !thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Formats one JSON line with the configured fields, in order.
+    pub fn format(&self, e: &Entry<'_>) -> String {
+        let mut out = String::with_capacity(384);
+        out.push('{');
+        let mut first = true;
+        for &field in &self.fields {
+            let value = match field {
+                Field::Time => e
+                    .time
+                    .map(|t| quoted(&humantime::format_rfc3339_millis(t).to_string())),
+                Field::TraceId => e.trace_id.map(quoted),
+                Field::SpanId => e.span_id.map(quoted),
+                Field::RequestId => e.request_id.map(quoted),
+                Field::Client => e.client.map(|c| quoted(&c.to_string())),
+                Field::Method => Some(quoted(e.method)),
+                Field::Host => e.host.map(quoted),
+                Field::Path => Some(quoted(e.path)),
+                Field::Status => Some(e.status.to_string()),
+                Field::Route => e.route.map(quoted),
+                Field::Upstream => e.upstream.map(quoted),
+                Field::Endpoint => e.endpoint.map(|a| quoted(&a.to_string())),
+                Field::Attempts => Some(e.attempts.to_string()),
+                Field::BytesIn => Some(e.bytes_in.to_string()),
+                Field::BytesOut => Some(e.bytes_out.to_string()),
+                Field::Duration => Some(seconds(e.duration)),
+                Field::UpstreamDuration => e.upstream_duration.map(seconds),
+                Field::Ttfb => e.ttfb.map(seconds),
+                Field::Failure => e.failure.map(quoted),
+            };
+            let Some(value) = value else { continue };
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(field.key());
+            out.push_str("\":");
+            out.push_str(&value);
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.close(Duration::from_secs(5));
+    }
+}
+
+/// A JSON string, escaped (client-controlled text such as paths can hold anything).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// Seconds with microsecond precision.
+fn seconds(d: Duration) -> String {
+    format!("{:.6}", d.as_secs_f64())
+}
+
+/// Where lines go.
+trait Sink: Send {
+    fn write_line(&mut self, line: &str) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+    /// Called about once a second: rotate by age if due.
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Plain<W>(W);
+
+impl<W: Write + Send> Sink for Plain<W> {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.0.write_all(line.as_bytes())?;
+        self.0.write_all(b"\n")
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A file log rotated by size (file-rotate) and by age (here).
+struct RotatingFile {
+    out: FileRotate<AppendCount>,
+    /// Whole lines not yet written; written in one call when `chunk` is reached, so a
+    /// size rotation (checked by file-rotate before each write) never splits a line.
+    buf: Vec<u8>,
+    chunk: usize,
+    max_age: Option<Duration>,
+    /// When the current file started (or steady did, for a file it found).
+    opened: Instant,
+    /// Whether anything was written since the last rotation.
+    dirty: bool,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, rotate: Option<&Rotate>) -> io::Result<RotatingFile> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Fail here, with the OS error, rather than inside file-rotate.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let chunk = rotate.map_or(64 * 1024, |r| {
+            (r.max_size.bytes() as usize).clamp(1, 64 * 1024)
+        });
+        let (limit, keep, compression, max_age) = match rotate {
+            Some(r) => (
+                ContentLimit::BytesSurpassed(r.max_size.bytes() as usize),
+                r.keep,
+                if r.compress {
+                    Compression::OnRotate(0)
+                } else {
+                    Compression::None
+                },
+                r.max_age,
+            ),
+            None => (ContentLimit::None, usize::MAX, Compression::None, None),
+        };
+        let file = FileRotate::new(path, AppendCount::new(keep), limit, compression, None);
+        Ok(RotatingFile {
+            out: file,
+            buf: Vec::with_capacity(chunk + 1024),
+            chunk,
+            max_age,
+            opened: Instant::now(),
+            dirty: false,
+        })
+    }
+}
+
+impl Sink for RotatingFile {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.dirty = true;
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        if self.buf.len() >= self.chunk {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            // One write call for whole lines; on error the lines are dropped, not
+            // retried forever.
+            let result = self.out.write_all(&self.buf);
+            self.buf.clear();
+            result?;
+        }
+        self.out.flush()
+    }
+    fn tick(&mut self) -> io::Result<()> {
+        if let Some(max_age) = self.max_age {
+            if self.dirty && self.opened.elapsed() >= max_age {
+                self.flush()?;
+                self.out.rotate()?;
+                self.opened = Instant::now();
+                self.dirty = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: drain, write, flush when idle, rotate by age once a second.
+///
+/// Worker threads keep clones of the sender, so the channel may never disconnect: the
+/// `closing` flag ends the loop once what was accepted is written.
+fn write_loop(
+    rx: Receiver<String>,
+    mut sink: Box<dyn Sink>,
+    written: &AtomicU64,
+    closing: &AtomicBool,
+) {
+    let mut last_tick = Instant::now();
+    let mut failing = false;
+    let mut report = |result: io::Result<()>| match result {
+        Ok(()) => failing = false,
+        Err(e) => {
+            if !failing {
+                tracing::error!(error = %e, "access log write failed; lines are lost until it works again");
+            }
+            failing = true;
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                report(sink.write_line(&line));
+                written.fetch_add(1, Ordering::Relaxed);
+                // Take what else is waiting before flushing: one write for a burst.
+                while let Ok(line) = rx.try_recv() {
+                    report(sink.write_line(&line));
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                report(sink.flush());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                report(sink.flush());
+                if closing.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                report(sink.flush());
+                return;
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            report(sink.tick());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            time: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            method: "GET",
+            path: "/a\"b\n",
+            status: 200,
+            route: Some("api"),
+            duration: Duration::from_micros(1500),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn lines_are_json_with_the_chosen_fields_in_order() {
+        let log = AccessLog::start(&config(
+            "{fields: [status, method, path, time, duration, failure]}",
+        ))
+        .unwrap();
+        let line = log.format(&entry());
+        assert_eq!(
+            line,
+            r#"{"status":200,"method":"GET","path":"/a\"b\n","time":"2023-11-14T22:13:20.123Z","duration":0.001500}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&log.format(&entry())).unwrap();
+        assert_eq!(v["path"], "/a\"b\n", "hostile text stays one valid line");
+    }
+
+    #[test]
+    fn a_file_log_gets_every_accepted_line_and_rotates_by_size() {
+        let dir = std::env::temp_dir().join(format!("steady-alog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/access.log");
+        let log = AccessLog::start(&config(&format!(
+            "{{path: {}, rotate: {{max_size: 2KiB, keep: 2, compress: true}}}}",
+            path.display()
+        )))
+        .unwrap();
+        for _ in 0..200 {
+            log.log(&entry());
+        }
+        log.close(Duration::from_secs(10));
+        assert_eq!(log.written() + log.dropped(), 200);
+        assert_eq!(log.dropped(), 0, "the buffer (8192) holds 200 lines");
+        let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["access.log", "access.log.1.gz", "access.log.2.gz"]);
+        let current = std::fs::read_to_string(&path).unwrap();
+        for line in current.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("whole JSON lines");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_instead_of_blocking() {
+        let dir = std::env::temp_dir().join(format!("steady-alog-full-{}", std::process::id()));
+        let path = dir.join("access.log");
+        let log =
+            AccessLog::start(&config(&format!("{{path: {}, buffer: 1}}", path.display()))).unwrap();
+        for _ in 0..10_000 {
+            log.log(&entry());
+        }
+        log.close(Duration::from_secs(10));
+        assert!(
+            log.dropped() > 0,
+            "a one-line buffer cannot keep up with 10 000 lines"
+        );
+        assert_eq!(
+            log.written() + log.dropped(),
+            10_000,
+            "every line is written or counted"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sampling_keeps_errors() {
+        let dir = std::env::temp_dir().join(format!("steady-alog-sample-{}", std::process::id()));
+        let path = dir.join("access.log");
+        let log = AccessLog::start(&config(&format!(
+            "{{path: {}, sample: 0%}}",
+            path.display()
+        )))
+        .unwrap();
+        log.log(&entry());
+        log.log(&Entry {
+            status: 503,
+            failure: Some("no-endpoint"),
+            ..entry()
+        });
+        log.close(Duration::from_secs(10));
+        assert_eq!(log.written(), 1, "only the error");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"failure\":\"no-endpoint\""), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_log_rotates_by_age() {
+        let dir = std::env::temp_dir().join(format!("steady-alog-age-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("access.log");
+        let log = AccessLog::start(&config(&format!(
+            "{{path: {}, rotate: {{max_age: 1s, compress: false}}}}",
+            path.display()
+        )))
+        .unwrap();
+        log.log(&entry());
+        let rotated = dir.join("access.log.1");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !rotated.exists() {
+            assert!(Instant::now() < deadline, "never rotated by age");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        log.log(&entry());
+        log.close(Duration::from_secs(10));
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap().lines().count(),
+            1
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unwritable_path_is_an_error_not_a_panic() {
+        let err = AccessLog::start(&config("{path: /proc/steady-cannot/access.log}")).unwrap_err();
+        assert!(!err.to_string().is_empty());
+    }
+}
