@@ -173,6 +173,11 @@ impl Gateway {
         self.apply_reload(config).await
     }
 
+    /// The config running now (with the `admin` and `runtime.workers` it started with).
+    pub async fn running_config(&self) -> Config {
+        self.control.lock().await.config.clone()
+    }
+
     /// Loads the config file at `path` (syntax, types, semantics: every problem is logged
     /// with file:line:column) and applies it in place of the running one. On error
     /// nothing changed.
@@ -187,7 +192,7 @@ impl Gateway {
                         column = d.column,
                         path = %d.path,
                         message = %d.message,
-                        "config reload rejected, previous config still running: {d}"
+                        "config reload rejected, the previous config keeps running: {d}"
                     );
                 }
                 self.metrics.config_reloaded(false);
