@@ -158,6 +158,49 @@ fn same_sockets(old: &steady_config::Listener, new: &steady_config::Listener) ->
         && old.tls == new.tls
 }
 
+/// Applies a changed `max_connections` to a kept listener; open connections keep their
+/// permits.
+fn resize_limit(
+    limit: &ArcSwapOption<Semaphore>,
+    from: Option<usize>,
+    to: Option<usize>,
+    stop: &CancellationToken,
+) {
+    if from == to {
+        return;
+    }
+    match (limit.load_full(), from, to) {
+        // Resized in place, so an accept loop waiting for a permit sees the change.
+        (Some(sem), Some(from), Some(to)) if to > from => sem.add_permits(to - from),
+        (Some(sem), Some(from), Some(to)) => {
+            let deficit = from - to;
+            let rest = deficit - sem.forget_permits(deficit);
+            if rest > 0 {
+                // Open connections hold the rest: retire their permits as they close.
+                let stop = stop.clone();
+                let rest = u32::try_from(rest).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        permits = sem.acquire_many_owned(rest) => {
+                            if let Ok(permits) = permits {
+                                permits.forget();
+                            }
+                        }
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        }
+        (old, _, to) => {
+            limit.store(to.map(|n| Arc::new(Semaphore::new(n))));
+            // An accept loop waiting on the old limit moves on to the new one.
+            if let Some(old) = old {
+                old.close();
+            }
+        }
+    }
+}
+
 impl Gateway {
     /// Validates `config` and applies it in place of the running one (see the
     /// [module docs](crate::reload)). On error nothing changed. Reloads run one at a time.
@@ -469,13 +512,12 @@ impl Gateway {
                         continue; // found in step 1
                     };
                     kept.settings.store(Arc::new(settings));
-                    if kept.config.limits.max_connections != l.limits.max_connections {
-                        kept.limit.store(
-                            l.limits
-                                .max_connections
-                                .map(|n| Arc::new(Semaphore::new(n))),
-                        );
-                    }
+                    resize_limit(
+                        &kept.limit,
+                        kept.config.limits.max_connections,
+                        l.limits.max_connections,
+                        &kept.stop,
+                    );
                     match &kept.kind {
                         ListenerKind::Http(ctx) => {
                             ctx.set_limits(&l.limits);

@@ -461,3 +461,114 @@ async fn reloading_under_load_fails_no_request() {
         b1.hits()
     );
 }
+
+#[tokio::test]
+async fn a_new_listener_accepts_and_a_removed_one_stops() {
+    let a = Backend::start("a").await;
+    let base = config(
+        "127.0.0.1:0",
+        &[("ra", "/", "ua")],
+        &[("ua", "", &[a.addr()])],
+    );
+    let gw = start_yaml(&base).await;
+    let with_api = base.replacen(
+        "routes:\n",
+        "  - name: api\n    bind: 127.0.0.1:0\nroutes:\n  - name: rapi\n    listener: api\n    upstream: ua\n",
+        1,
+    );
+    let summary = gw
+        .gateway
+        .reload(&parse(&with_api))
+        .await
+        .expect("reload applies");
+    assert_eq!(summary.listeners_added, ["api"]);
+    assert_eq!(summary.listeners_kept, ["web"]);
+    let api = gw.gateway.listener_addr("api").expect("api is bound");
+    assert_eq!(who(api, "/").await, Ok("a".into()));
+    assert_eq!(who(gw.addr, "/").await, Ok("a".into()));
+
+    let summary = gw
+        .gateway
+        .reload(&parse(&base))
+        .await
+        .expect("reload applies");
+    assert_eq!(summary.listeners_removed, ["api"]);
+    assert_eq!(gw.gateway.listener_addr("api"), None);
+    // The accept loops stop on their own tasks: wait for the socket to close.
+    let mut closed = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(api).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the removed listener stopped accepting");
+    assert_eq!(who(gw.addr, "/").await, Ok("a".into()));
+}
+
+#[tokio::test]
+async fn a_tcp_listener_sends_new_connections_to_its_new_upstream() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let tcp = |backend: SocketAddr| {
+        format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:0\n    protocol: tcp\nroutes:\n  - name: r\n    listener: web\n    upstream: app\nupstreams:\n  - name: app\n    endpoints:\n      - address: {backend}\n"
+        )
+    };
+    let gw = start_yaml(&tcp(a.addr())).await;
+    assert_eq!(who(gw.addr, "/").await, Ok("a".into()));
+    gw.gateway
+        .reload(&parse(&tcp(b.addr())))
+        .await
+        .expect("reload applies");
+    assert_eq!(
+        gw.gateway.listener_addr("web"),
+        Some(gw.addr),
+        "same socket"
+    );
+    assert_eq!(who(gw.addr, "/").await, Ok("b".into()));
+}
+
+#[tokio::test]
+async fn raising_max_connections_lets_a_waiting_client_in() {
+    let a = Backend::start("a").await;
+    let limited = |n: usize| {
+        config(
+            "127.0.0.1:0",
+            &[("ra", "/", "ua")],
+            &[("ua", "", &[a.addr()])],
+        )
+        .replacen(
+            "    bind: 127.0.0.1:0\n",
+            &format!("    bind: 127.0.0.1:0\n    limits: {{max_connections: {n}}}\n"),
+            1,
+        )
+    };
+    let gw = start_yaml(&limited(1)).await;
+    // The one allowed connection, kept open.
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(first))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    // A second client waits in the backlog until the limit is raised.
+    let second = tokio::spawn(client_loop(gw.addr, 1, tx));
+    tokio::task::yield_now().await;
+    gw.gateway
+        .reload(&parse(&limited(2)))
+        .await
+        .expect("reload applies");
+    let failed = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the waiting client was served after the reload")
+        .unwrap();
+    assert_eq!(failed, 0);
+    drop(send);
+}
