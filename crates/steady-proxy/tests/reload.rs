@@ -281,6 +281,46 @@ async fn an_unhealthy_endpoint_stays_unhealthy_across_a_reload() {
         who(gw.addr, "/").await.unwrap();
     }
     assert_eq!(bs[0].hits(), hits, "the unhealthy endpoint gets no traffic");
+
+    // Without active checks nothing would bring it back: it is marked up again.
+    let unchecked = config(
+        "127.0.0.1:0",
+        &[("all", "/", "app")],
+        &[("app", "", &[bs[0].addr(), bs[1].addr()])],
+    );
+    gw.gateway
+        .reload(&parse(&unchecked))
+        .await
+        .expect("reload applies");
+    assert!(sick.is_healthy(), "no checks, no verdict");
+    assert!(gw.gateway.health_reports("app").is_none());
+}
+
+#[tokio::test]
+async fn an_unchanged_upstream_is_kept_whole() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let upstreams: [(&str, &str, &[SocketAddr]); 2] =
+        [("ua", "", &[a.addr()]), ("ub", "", &[b.addr()])];
+    let gw = start_yaml(&config("127.0.0.1:0", &[("ra", "/a", "ua")], &upstreams)).await;
+    let before = gw.gateway.upstreams();
+    let next = config(
+        "127.0.0.1:0",
+        &[("ra", "/a", "ua"), ("rb", "/b", "ub")],
+        &upstreams,
+    );
+    let summary = gw
+        .gateway
+        .reload(&parse(&next))
+        .await
+        .expect("reload applies");
+    assert_eq!(summary.upstreams_kept, ["ua", "ub"]);
+    assert!(summary.upstreams_changed.is_empty() && summary.upstreams_added.is_empty());
+    let after = gw.gateway.upstreams();
+    assert!(before
+        .iter()
+        .zip(after.iter())
+        .all(|(x, y)| Arc::ptr_eq(x, y)));
+    assert_eq!(who(gw.addr, "/b").await, Ok("b".into()));
 }
 
 #[tokio::test]
