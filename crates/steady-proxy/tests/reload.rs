@@ -612,3 +612,34 @@ async fn raising_max_connections_lets_a_waiting_client_in() {
     assert_eq!(failed, 0);
     drop(send);
 }
+
+#[tokio::test]
+async fn admin_and_workers_changes_wait_for_a_restart() {
+    let a = Backend::start("a").await;
+    let base = config(
+        "127.0.0.1:0",
+        &[("ra", "/", "ua")],
+        &[("ua", "", &[a.addr()])],
+    );
+    let gw = start_yaml(&base).await;
+    let next = format!(
+        "runtime: {{workers: 3, drain_timeout: 7s}}\nadmin: {{bind: '127.0.0.1:0'}}\n{base}"
+    );
+    let summary = gw
+        .gateway
+        .reload(&parse(&next))
+        .await
+        .expect("the rest applies");
+    assert_eq!(summary.needs_restart, ["admin", "runtime.workers"]);
+    let running = gw.gateway.running_config().await;
+    assert_eq!(
+        running.runtime.workers, None,
+        "workers keep their start value"
+    );
+    assert_eq!(running.admin, None, "so does admin");
+    assert_eq!(
+        running.runtime.drain_timeout,
+        Duration::from_secs(7),
+        "drain settings reload"
+    );
+}
