@@ -643,3 +643,98 @@ async fn admin_and_workers_changes_wait_for_a_restart() {
         "drain settings reload"
     );
 }
+
+/// A TLS connection to `addr` that trusts only `cert`.
+async fn tls_connect(
+    addr: SocketAddr,
+    cert: &rcgen::CertifiedKey,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+#[tokio::test]
+async fn a_reload_picks_up_rotated_certificates_and_keeps_tls_connections() {
+    let dir = std::env::temp_dir().join(format!("steady-reload-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |c: &rcgen::CertifiedKey| {
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+    };
+    let old = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let new = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write(&old);
+    let a = Backend::start("a").await;
+    let yaml = config(
+        "127.0.0.1:0",
+        &[("ra", "/", "ua")],
+        &[("ua", "", &[a.addr()])],
+    )
+    .replacen(
+        "    bind: 127.0.0.1:0\n",
+        &format!(
+            "    bind: 127.0.0.1:0\n    protocol: https\n    tls: {{cert: '{}', key: '{}'}}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+        1,
+    );
+    let gw = start_yaml(&yaml).await;
+    let open = tls_connect(gw.addr, &old)
+        .await
+        .expect("handshake with the old cert");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(open))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+
+    // Rotated in place, same config: the listener keeps its socket, new handshakes get
+    // the new certificate.
+    write(&new);
+    let summary = gw
+        .gateway
+        .reload(&parse(&yaml))
+        .await
+        .expect("reload applies");
+    assert_eq!(summary.listeners_kept, ["web"]);
+    tls_connect(gw.addr, &new)
+        .await
+        .expect("handshake with the new cert");
+    assert!(
+        tls_connect(gw.addr, &old).await.is_err(),
+        "the old cert is no longer served"
+    );
+    assert_eq!(
+        send.send_request(get()).await.unwrap().status(),
+        200,
+        "the connection opened before the reload still works"
+    );
+
+    // An unusable key is refused, and the certificate in force stays.
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    let err = gw.gateway.reload(&parse(&yaml)).await.expect_err("bad key");
+    assert!(err.to_string().contains("listener `web`"), "{err}");
+    tls_connect(gw.addr, &new)
+        .await
+        .expect("still the new cert");
+    let _ = std::fs::remove_dir_all(&dir);
+}
