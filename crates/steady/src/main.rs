@@ -236,6 +236,7 @@ async fn serve(
         tokio::spawn(steady_admin::serve(
             listener,
             Arc::clone(&gateway),
+            source.as_ref().map(|s| s.path.clone()),
             admin_shutdown.clone(),
         ));
     }

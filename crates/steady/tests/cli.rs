@@ -474,3 +474,47 @@ fn sighup_reloads_the_config_file() {
         "{metrics}"
     );
 }
+
+/// POSTs an empty body to `path` and returns the whole answer.
+fn http_post(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn admin_post_reload_applies_or_explains() {
+    let (one, two) = (text_backend("one"), text_backend("two"));
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config("admin-reload.yaml", &reload_config(port, admin, one));
+    let log = path.with_extension("log");
+    let _guard = spawn_serve(&path, &log, &["--no-watch"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+
+    std::fs::write(&path, "listeners: [{nmae: web}]\n").unwrap();
+    let refused = http_post(admin_addr, "/reload");
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("admin-reload.yaml:1:14"), "{refused}");
+    assert!(http_get(addr, "/").ends_with("one"));
+
+    std::fs::write(&path, reload_config(port, admin, two)).unwrap();
+    let applied = http_post(admin_addr, "/reload");
+    assert!(applied.starts_with("HTTP/1.1 200"), "{applied}");
+    assert!(
+        applied.contains("\"upstreams_changed\": [\n    \"app\"\n  ]"),
+        "{applied}"
+    );
+    // The answer comes after the reload: the new routing is in force.
+    assert!(http_get(addr, "/").ends_with("two"));
+    assert!(http_get(admin_addr, "/reload").starts_with("HTTP/1.1 405"));
+}
