@@ -6,8 +6,11 @@
 //! - [`serve`]: binds nothing itself; runs the admin HTTP server on a bound listener.
 //! - `route`: maps admin paths to answers (`/livez`, `/readyz`, `/startupz`, `/metrics`,
 //!   `/api/upstreams`, `/`).
+//! - `reload`: `POST /reload` reloads the config file, as SIGHUP does, and answers
+//!   with what changed or why the file was refused.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,8 +26,15 @@ use tokio_util::sync::CancellationToken;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves the admin API on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+/// Serves the admin API on `listener` until `shutdown` fires. With `config`, the file
+/// the gateway runs from, `POST /reload` reloads it.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    config: Option<PathBuf>,
+    shutdown: CancellationToken,
+) {
+    let config = config.map(Arc::new);
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -37,11 +47,18 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             },
             _ = shutdown.cancelled() => return,
         };
-        let gateway = gateway.clone();
+        let (gateway, config) = (gateway.clone(), config.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(route(&gateway, req)) }
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (gateway, config) = (gateway.clone(), config.clone());
+                async move {
+                    if req.uri().path() == "/reload" {
+                        return Ok::<_, Infallible>(
+                            reload(&gateway, config.as_deref(), &req).await,
+                        );
+                    }
+                    Ok::<_, Infallible>(route(&gateway, req))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -106,7 +123,7 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/" => text(
             StatusCode::OK,
             "text/plain",
-            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams\n",
+            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  POST /reload\n",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -114,6 +131,53 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "{\"error\":\"not found\"}\n",
         ),
     }
+}
+
+/// `POST /reload`: reloads the config file; 200 with what changed, or 400 with why the
+/// file was refused (the running config stays).
+async fn reload(
+    gateway: &Gateway,
+    config: Option<&PathBuf>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /reload\n",
+        );
+    }
+    let Some(path) = config else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            "{\"error\":\"no config file to reload\"}\n",
+        );
+    };
+    tracing::info!(path = %path.display(), "reload asked for on the admin listener");
+    let (status, body) = match gateway.reload_file(path).await {
+        Ok(summary) => (
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "applied",
+                "listeners_added": summary.listeners_added,
+                "listeners_removed": summary.listeners_removed,
+                "listeners_kept": summary.listeners_kept,
+                "upstreams_added": summary.upstreams_added,
+                "upstreams_removed": summary.upstreams_removed,
+                "upstreams_changed": summary.upstreams_changed,
+                "upstreams_kept": summary.upstreams_kept,
+                "endpoints_kept": summary.endpoints_kept,
+                "needs_restart": summary.needs_restart,
+            }),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"status": "rejected", "error": e.to_string()}),
+        ),
+    };
+    let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    text(status, "application/json", body)
 }
 
 /// Live state of every upstream and endpoint, as served on `/api/upstreams`.

@@ -137,7 +137,12 @@ upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(steady_admin::serve(admin, gateway.clone(), stop.clone()));
+    tokio::spawn(steady_admin::serve(
+        admin,
+        gateway.clone(),
+        None,
+        stop.clone(),
+    ));
 
     for _ in 0..20 {
         assert!(http_get(web, "/").await.contains("\"backend\""));

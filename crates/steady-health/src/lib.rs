@@ -32,7 +32,9 @@
 //! - [`grpc`]: the hand-written `grpc.health.v1` request encoder and response decoder.
 //! - [`probe`]: one probe over a fresh connection, bounded by the timeout.
 //! - [`runner`]: [`Checker`] (probe + state + availability for one endpoint) and
-//!   [`spawn`], which runs one jittered task per endpoint behind a [`HealthHandle`].
+//!   [`spawn`], which runs one jittered task per endpoint behind a [`HealthHandle`];
+//!   [`spawn_resuming`] does the same on a config reload, carrying over the reports of
+//!   endpoints that stay.
 
 pub mod grpc;
 pub mod probe;
@@ -41,7 +43,7 @@ pub mod signals;
 pub mod state;
 
 pub use probe::{probe, ProbeError, ProbeOutcome};
-pub use runner::{spawn, Checker, HealthHandle, HealthReport};
+pub use runner::{spawn, spawn_resuming, Checker, HealthHandle, HealthReport};
 pub use signals::Signals;
 pub use state::{HealthState, Transition};
 pub use steady_config::health as config;

@@ -57,22 +57,34 @@ pub struct Checker {
 impl Checker {
     /// Creates the checker and sets the endpoint's availability to `config.initial`.
     pub fn new(endpoint: Arc<Endpoint>, config: &ActiveHealth) -> Self {
-        Self::with_check(endpoint, Arc::new(config.kind.clone()), config)
+        Self::with_check(endpoint, Arc::new(config.kind.clone()), config, None)
     }
 
-    fn with_check(endpoint: Arc<Endpoint>, check: Arc<Check>, config: &ActiveHealth) -> Self {
+    fn with_check(
+        endpoint: Arc<Endpoint>,
+        check: Arc<Check>,
+        config: &ActiveHealth,
+        previous: Option<&HealthReport>,
+    ) -> Self {
+        // A checker taking over from an earlier one (config reload) starts from that
+        // one's verdict, so an endpoint that stays does not flap back to `initial`.
+        let initial = match previous {
+            Some(report) if report.healthy => crate::config::Initial::Healthy,
+            Some(_) => crate::config::Initial::Unhealthy,
+            None => config.initial,
+        };
         let state = HealthState::new(
-            config.initial,
+            initial,
             config.healthy_threshold,
             config.unhealthy_threshold,
         );
-        let report = HealthReport {
+        let report = previous.cloned().unwrap_or(HealthReport {
             healthy: state.is_healthy(),
             load: None,
             draining: false,
             last_error: None,
             last_check: None,
-        };
+        });
         endpoint.set_available(report.available());
         Self {
             endpoint,
@@ -205,24 +217,47 @@ pub fn spawn(
     config: ActiveHealth,
     shutdown: CancellationToken,
 ) -> HealthHandle {
+    spawn_resuming(endpoints, config, shutdown, &[])
+}
+
+/// Like [`spawn`], but endpoints with a report in `previous` (from the checkers this
+/// set replaces, on a config reload) keep that report, verdict and availability, and
+/// count as checked already; only new endpoints start from `config.initial`.
+pub fn spawn_resuming(
+    endpoints: Vec<Arc<Endpoint>>,
+    config: ActiveHealth,
+    shutdown: CancellationToken,
+    previous: &[(SocketAddr, HealthReport)],
+) -> HealthHandle {
     let check = Arc::new(config.kind.clone());
-    let checkers: Vec<Checker> = endpoints
+    let checkers: Vec<(Checker, bool)> = endpoints
         .into_iter()
-        .map(|endpoint| Checker::with_check(endpoint, Arc::clone(&check), &config))
+        .map(|endpoint| {
+            let before = previous
+                .iter()
+                .find(|(addr, _)| *addr == endpoint.addr())
+                .map(|(_, report)| report)
+                // A report before any probe says nothing worth keeping.
+                .filter(|report| report.last_check.is_some());
+            let resumed = before.is_some();
+            let checker = Checker::with_check(endpoint, Arc::clone(&check), &config, before);
+            (checker, resumed)
+        })
         .collect();
     let shared = Arc::new(Shared {
         slots: checkers
             .iter()
-            .map(|c| (c.endpoint.addr(), Mutex::new(c.report.clone())))
+            .map(|(c, _)| (c.endpoint.addr(), Mutex::new(c.report.clone())))
             .collect(),
-        unchecked: AtomicUsize::new(checkers.len()),
+        unchecked: AtomicUsize::new(checkers.iter().filter(|(_, resumed)| !resumed).count()),
     });
     let tasks = TaskTracker::new();
     let span = tracing::Span::current();
-    for (index, checker) in checkers.into_iter().enumerate() {
+    for (index, (checker, resumed)) in checkers.into_iter().enumerate() {
         let task = run(
             checker,
             index,
+            resumed,
             Arc::clone(&shared),
             config.interval,
             config.jitter,
@@ -237,6 +272,7 @@ pub fn spawn(
 async fn run(
     mut checker: Checker,
     index: usize,
+    resumed: bool,
     shared: Arc<Shared>,
     interval: Duration,
     jitter: f64,
@@ -247,7 +283,8 @@ async fn run(
     let jitter = sane_jitter(jitter);
     // Spread the first round so many endpoints are not probed in one burst.
     let mut wait = interval.mul_f64(fastrand::f64() * jitter);
-    let mut first = true;
+    // A resumed checker was counted as checked when it was created.
+    let mut first = !resumed;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

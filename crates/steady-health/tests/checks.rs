@@ -492,3 +492,40 @@ async fn runner_with_no_endpoints_is_ready_and_stops() {
     shutdown.cancel();
     within(handle.stopped()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn resumed_checkers_keep_the_old_verdicts_of_endpoints_that_stay() {
+    let (kept, added) = (refused_addr().await, refused_addr().await);
+    let (kept_ep, added_ep) = (endpoint(kept), endpoint(added));
+    // The report of a checker that saw `kept` fail, as a reload would hand it over.
+    let before = steady_health::HealthReport {
+        healthy: false,
+        load: None,
+        draining: false,
+        last_error: Some("connect: refused".into()),
+        last_check: Some(tokio::time::Instant::now().into_std()),
+    };
+    let mut config = config(Check::Tcp, 2, 3);
+    config.interval = Duration::from_secs(3600);
+    config.initial = Initial::Healthy;
+    let shutdown = CancellationToken::new();
+    let handle = steady_health::spawn_resuming(
+        vec![Arc::clone(&kept_ep), Arc::clone(&added_ep)],
+        config,
+        shutdown.clone(),
+        &[(kept, before.clone())],
+    );
+    assert!(!kept_ep.is_available(), "the failed endpoint stays out");
+    assert_eq!(report_of(&handle, kept), before);
+    assert!(
+        added_ep.is_available(),
+        "a new endpoint starts from `initial`"
+    );
+    assert!(report_of(&handle, added).last_check.is_none());
+    assert!(
+        !handle.first_round_done(),
+        "the new endpoint is not checked yet"
+    );
+    shutdown.cancel();
+    within(handle.stopped()).await;
+}

@@ -1,14 +1,16 @@
 //! Starting and stopping: binds every listener, runs accept loops, drains on shutdown.
+//! What a config builds and how a new one replaces it live is in [`crate::reload`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use steady_config::{Config, ListenerProtocol};
+use steady_config::Config;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -16,16 +18,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use steady_limit::{RedisOptions, RedisStore};
-
-use crate::admit::Admission;
 use crate::conn::{ConnIo, ConnState};
 use crate::http::{handle, HttpListener};
-use crate::metrics::Metrics;
-use crate::router::{Route, Router};
+use crate::metrics::{Metrics, SharedRedis, SharedUpstreams};
+use crate::reload::Control;
 use crate::upstream::Upstream;
 
-/// Why the gateway could not start.
+/// Why the gateway could not start (or a reload could not apply).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener's address could not be bound.
@@ -53,14 +52,35 @@ pub enum StartError {
 
 /// A running gateway: listeners accepting, upstreams live.
 pub struct Gateway {
-    addrs: HashMap<String, SocketAddr>,
-    upstreams: Vec<Arc<Upstream>>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    /// The worker runtimes accept loops run on (one socket per worker per listener).
+    pub(crate) workers: Vec<tokio::runtime::Handle>,
+    /// Upstreams in config order; the metrics collectors read the same list.
+    pub(crate) upstreams: SharedUpstreams,
+    /// The Redis store of global rate limits; the metrics collector reads it.
+    pub(crate) redis: SharedRedis,
+    /// HTTP listeners, for the rate-limit sweep.
+    pub(crate) http_listeners: Arc<ArcSwap<Vec<Arc<HttpListener>>>>,
+    /// Listener addresses and health checkers, for the admin API; replaced by reloads.
+    pub(crate) view: RwLock<View>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
     ready: AtomicBool,
+    /// Set once every endpoint had its first health check: readiness waits for that
+    /// at start only, so a reload that adds endpoints does not flip `/readyz`.
+    warmed: AtomicBool,
+    /// The running config and what it built; locked for a whole reload, so reloads
+    /// run one at a time.
+    pub(crate) control: tokio::sync::Mutex<Control>,
+}
+
+/// What the admin API reads about listeners and health checks.
+#[derive(Default)]
+pub(crate) struct View {
+    /// Bound address of each listener, by name.
+    pub(crate) addrs: HashMap<String, SocketAddr>,
     /// Active health checkers, by upstream name.
-    health: Vec<(Arc<str>, steady_health::HealthHandle)>,
+    pub(crate) health: Vec<(Arc<str>, steady_health::HealthHandle)>,
 }
 
 /// Binds a listening socket with a deep backlog and `SO_REUSEADDR`.
@@ -76,7 +96,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Binds one of a listener's per-worker sockets: `SO_REUSEPORT` lets every worker
-/// accept on the same address while the kernel spreads connections between them.
+/// accept on the same address while the kernel spreads connections between them (and
+/// lets a reload bind a replacement listener before the old one closes).
 fn bind_worker_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -86,6 +107,32 @@ fn bind_worker_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+/// Binds one socket per worker for `listener`; returns them and the bound address.
+pub(crate) fn bind_listener(
+    listener: &steady_config::Listener,
+    workers: usize,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
+    let addr: SocketAddr = listener.bind.parse().map_err(|_| {
+        StartError::Invalid(format!(
+            "listener `{}`: bad bind `{}`",
+            listener.name, listener.bind
+        ))
+    })?;
+    let bind_err = |source| StartError::Bind {
+        name: listener.name.clone(),
+        addr: listener.bind.clone(),
+        source,
+    };
+    let first = bind_worker_socket(addr).map_err(bind_err)?;
+    // Port 0 picks a port for the first socket; the other workers join it there.
+    let local = first.local_addr().map_err(bind_err)?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(bind_worker_socket(local).map_err(bind_err)?);
+    }
+    Ok((sockets, local))
 }
 
 impl Gateway {
@@ -101,214 +148,43 @@ impl Gateway {
         config: &Config,
         workers: &[tokio::runtime::Handle],
     ) -> Result<Arc<Gateway>, StartError> {
-        let current;
         let workers = if workers.is_empty() {
-            current = [tokio::runtime::Handle::current()];
-            &current[..]
+            vec![tokio::runtime::Handle::current()]
         } else {
-            workers
+            workers.to_vec()
         };
-        let n_workers = workers.len();
-        let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
-        for u in &config.upstreams {
-            upstreams.insert(
-                u.name.as_str(),
-                Upstream::build(u, n_workers, config.runtime.locality.as_ref()).await,
-            );
-        }
-        let all_upstreams: Vec<Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| upstreams[u.name.as_str()].clone())
-            .collect();
-        // Global rate limits share one Redis connection (it connects lazily: a Redis that
-        // is down at start is a fallback, not a start failure).
-        let redis = config.redis.as_ref().map(|r| {
-            let store = Arc::new(RedisStore::new(RedisOptions {
-                url: r.url.clone(),
-                timeout: r.timeout,
-                key_prefix: r.key_prefix.clone(),
-            }));
-            (store, r.on_failure)
-        });
-        let metrics = Arc::new(Metrics::new(
-            all_upstreams.clone(),
-            redis.as_ref().map(|(store, _)| store.clone()),
-        ));
-        let mut http_listeners: Vec<Arc<HttpListener>> = Vec::new();
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-
-        // Bind everything first so a bad address fails the start, not half of it.
-        let mut bound = Vec::new();
-        for l in &config.listeners {
-            let addr: SocketAddr = l.bind.parse().map_err(|_| {
-                StartError::Invalid(format!("listener `{}`: bad bind `{}`", l.name, l.bind))
-            })?;
-            let bind_err = |source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind.clone(),
-                source,
-            };
-            let first = bind_worker_socket(addr).map_err(bind_err)?;
-            // Port 0 picks a port for the first socket; the other workers join it there.
-            let local = first.local_addr().map_err(bind_err)?;
-            let mut sockets = vec![first];
-            for _ in 1..n_workers {
-                sockets.push(bind_worker_socket(local).map_err(bind_err)?);
-            }
-            let tls = match (&l.protocol, &l.tls) {
-                (ListenerProtocol::Https, Some(tls)) => {
-                    Some(crate::tls::acceptor(&tls.cert, &tls.key).map_err(|source| {
-                        StartError::Tls {
-                            name: l.name.clone(),
-                            source,
-                        }
-                    })?)
-                }
-                (ListenerProtocol::Https, None) => {
-                    return Err(StartError::Invalid(format!(
-                        "listener `{}`: https needs tls",
-                        l.name
-                    )))
-                }
-                _ => None,
-            };
-            bound.push((l, sockets, local, tls));
-        }
-
-        let mut addrs = HashMap::new();
-        for (l, sockets, local, tls) in bound {
-            addrs.insert(l.name.clone(), local);
-            let limit = l
-                .limits
-                .max_connections
-                .map(|n| Arc::new(Semaphore::new(n)));
-            let conn_labels = vec![("listener", l.name.clone())];
-            let open = metrics.connections.get_or_create(&conn_labels).clone();
-            let accepted = metrics
-                .connections_total
-                .get_or_create(&conn_labels)
-                .clone();
-            let accepts = sockets.into_iter().map(|socket| Accept {
-                socket,
-                limit: limit.clone(),
-                shutdown: shutdown.clone(),
-                tracker: tracker.clone(),
-                open: open.clone(),
-                accepted: accepted.clone(),
-            });
-            let runtimes = workers.iter().cycle();
-            match l.protocol {
-                ListenerProtocol::Tcp => {
-                    let route = config.routes.iter().find(|r| r.listener == l.name);
-                    let upstream = route
-                        .and_then(|r| upstreams.get(r.upstream.as_str()))
-                        .cloned()
-                        .ok_or_else(|| {
-                            StartError::Invalid(format!("tcp listener `{}` has no route", l.name))
-                        })?;
-                    let idle = l.limits.idle_timeout;
-                    for (accept, runtime) in accepts.zip(runtimes) {
-                        let upstream = upstream.clone();
-                        runtime.spawn(tracker.track_future(accept.run(move |stream, peer| {
-                            crate::tcp::serve(upstream.clone(), stream, peer, idle)
-                        })));
-                    }
-                }
-                ListenerProtocol::Http | ListenerProtocol::Https => {
-                    let trusted: Arc<[ipnet::IpNet]> = l
-                        .try_trusted_proxies()
-                        .map_err(|e| StartError::Invalid(format!("listener `{}`: {e}", l.name)))?
-                        .into();
-                    let mut routes = Vec::new();
-                    for r in config.routes.iter().filter(|r| r.listener == l.name) {
-                        let upstream =
-                            upstreams.get(r.upstream.as_str()).cloned().ok_or_else(|| {
-                                StartError::Invalid(format!(
-                                    "route `{}`: unknown upstream `{}`",
-                                    r.name, r.upstream
-                                ))
-                            })?;
-                        let route_metrics = metrics.route(&r.name, &r.upstream);
-                        let admission =
-                            Admission::new(r, trusted.clone(), redis.as_ref(), &metrics);
-                        let faults = r.fault.as_ref().map(|f| {
-                            crate::fault::Faults::new(f, r.timeout, metrics.faults(&r.name))
-                        });
-                        routes.push(Route::new(r, upstream, route_metrics, admission, faults));
-                    }
-                    let ctx = Arc::new(HttpListener {
-                        name: l.name.as_str().into(),
-                        router: Router::new(routes),
-                        scheme: if tls.is_some() { "https" } else { "http" },
-                        max_body: l.limits.max_body_bytes.map_or(u64::MAX, |b| b.0),
-                        body_read_timeout: l.limits.body_read_timeout,
-                        tracker: tracker.clone(),
-                        metrics: metrics.clone(),
-                    });
-                    http_listeners.push(ctx.clone());
-                    let settings = Arc::new(ConnSettings {
-                        header_timeout: l.limits.header_read_timeout,
-                        idle_timeout: l.limits.idle_timeout,
-                        max_header_bytes: l.limits.max_header_bytes.0 as usize,
-                        max_headers: l.limits.max_headers,
-                        tls,
-                    });
-                    for (accept, runtime) in accepts.zip(runtimes) {
-                        let (ctx, settings, token) =
-                            (ctx.clone(), settings.clone(), shutdown.clone());
-                        runtime.spawn(tracker.track_future(accept.run(move |stream, peer| {
-                            serve_http(ctx.clone(), settings.clone(), stream, peer, token.clone())
-                        })));
-                    }
-                }
-            }
-            tracing::info!(listener = %l.name, addr = %local, protocol = ?l.protocol, "listening");
-        }
-        spawn_rate_limit_sweep(http_listeners, shutdown.clone());
-        for u in &all_upstreams {
-            u.spawn_dns_refresh(shutdown.clone());
-            u.spawn_outlier_evaluation(shutdown.clone());
-        }
-        // Active health checks run on the control runtime, beside DNS refresh.
-        let mut health = Vec::new();
-        for u in &config.upstreams {
-            if let Some(active) = u.health.as_ref().and_then(|h| h.active.as_ref()) {
-                let upstream = upstreams[u.name.as_str()].clone();
-                let endpoints = upstream.endpoints().endpoints().to_vec();
-                let span = tracing::info_span!("health", upstream = %u.name);
-                let handle = span.in_scope(|| {
-                    steady_health::spawn(endpoints, active.clone(), shutdown.child_token())
-                });
-                // A passing check readmits an endpoint passive detection ejected.
-                upstream.spawn_readmit_on_health(
-                    handle.clone(),
-                    active.interval,
-                    shutdown.child_token(),
-                );
-                health.push((upstream.name.clone(), handle));
-            }
-        }
-        Ok(Arc::new(Gateway {
-            addrs,
-            upstreams: all_upstreams,
+        let upstreams: SharedUpstreams = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let redis: SharedRedis = Arc::new(ArcSwapOption::empty());
+        let metrics = Arc::new(Metrics::new(upstreams.clone(), redis.clone()));
+        let gateway = Arc::new(Gateway {
+            workers,
+            upstreams,
+            redis,
+            http_listeners: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            view: RwLock::new(View::default()),
             metrics,
-            shutdown,
-            tracker,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
-            health,
-        }))
+            warmed: AtomicBool::new(false),
+            control: tokio::sync::Mutex::new(Control::empty(config)),
+        });
+        {
+            let mut control = gateway.control.lock().await;
+            gateway.apply(&mut control, config).await?;
+        }
+        spawn_rate_limit_sweep(gateway.http_listeners.clone(), gateway.shutdown.clone());
+        Ok(gateway)
     }
 
     /// The bound address of a listener (useful when the config says port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.get(name).copied()
+        self.view().addrs.get(name).copied()
     }
 
-    /// Live upstreams, in config order.
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+    /// Live upstreams, in config order (the list of the config running now).
+    pub fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
+        self.upstreams.load_full()
     }
 
     /// The metrics registry.
@@ -316,10 +192,26 @@ impl Gateway {
         &self.metrics
     }
 
+    pub(crate) fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        // Plain data, valid even if a writer panicked.
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// True once listeners accept traffic and every endpoint has had its first health
-    /// check; false once draining has begun.
+    /// check (at start; endpoints added by a reload do not gate it); false once draining
+    /// has begun.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.health.iter().all(|(_, h)| h.first_round_done())
+        if !self.ready.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.warmed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let done = self.view().health.iter().all(|(_, h)| h.first_round_done());
+        if done {
+            self.warmed.store(true, Ordering::Relaxed);
+        }
+        done
     }
 
     /// Latest active health check results of an upstream's endpoints, if it has checks.
@@ -327,7 +219,8 @@ impl Gateway {
         &self,
         upstream: &str,
     ) -> Option<Vec<(SocketAddr, steady_health::HealthReport)>> {
-        self.health
+        self.view()
+            .health
             .iter()
             .find(|(name, _)| &**name == upstream)
             .map(|(_, h)| h.reports())
@@ -358,18 +251,21 @@ impl Gateway {
 }
 
 /// An accept loop of one worker for one listener.
-struct Accept {
+pub(crate) struct Accept {
     /// Registered with the worker's reactor when the loop starts on that worker.
-    socket: std::net::TcpListener,
-    limit: Option<Arc<Semaphore>>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    open: prometheus_client::metrics::gauge::Gauge,
-    accepted: prometheus_client::metrics::counter::Counter,
+    pub(crate) socket: std::net::TcpListener,
+    /// `max_connections`, if set; a reload may swap it (connections keep the permit of
+    /// the semaphore they were accepted under).
+    pub(crate) limit: Arc<ArcSwapOption<Semaphore>>,
+    /// Fires when the gateway shuts down or a reload removes the listener.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) open: prometheus_client::metrics::gauge::Gauge,
+    pub(crate) accepted: prometheus_client::metrics::counter::Counter,
 }
 
 impl Accept {
-    async fn run<F, Fut>(self, serve: F)
+    pub(crate) async fn run<F, Fut>(self, serve: F)
     where
         F: Fn(TcpStream, SocketAddr) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -382,7 +278,7 @@ impl Accept {
             }
         };
         loop {
-            let permit = match &self.limit {
+            let permit = match self.limit.load_full() {
                 Some(sem) => tokio::select! {
                     p = sem.clone().acquire_owned() => p.ok(),
                     _ = self.shutdown.cancelled() => return,
@@ -416,16 +312,31 @@ impl Accept {
     }
 }
 
-/// Per-listener settings of client connections.
-struct ConnSettings {
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    max_header_bytes: usize,
-    max_headers: usize,
-    tls: Option<TlsAcceptor>,
+/// Per-listener settings of client connections; a reload swaps them for connections
+/// accepted afterwards.
+pub(crate) struct ConnSettings {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
-async fn serve_http(
+impl ConnSettings {
+    /// The settings `listener` asks for, with its TLS acceptor already built.
+    pub(crate) fn new(listener: &steady_config::Listener, tls: Option<TlsAcceptor>) -> Self {
+        let l = &listener.limits;
+        ConnSettings {
+            header_timeout: l.header_read_timeout,
+            idle_timeout: l.idle_timeout,
+            max_header_bytes: l.max_header_bytes.0 as usize,
+            max_headers: l.max_headers,
+            tls,
+        }
+    }
+}
+
+pub(crate) async fn serve_http(
     ctx: Arc<HttpListener>,
     settings: Arc<ConnSettings>,
     stream: TcpStream,
@@ -547,14 +458,10 @@ async fn drive<C, E>(
 }
 
 /// Drops idle rate-limit buckets every few seconds so memory follows active keys.
-fn spawn_rate_limit_sweep(listeners: Vec<Arc<HttpListener>>, shutdown: CancellationToken) {
-    let limited: Vec<Arc<HttpListener>> = listeners
-        .into_iter()
-        .filter(|l| l.router.routes().iter().any(|r| r.admission.has_limits()))
-        .collect();
-    if limited.is_empty() {
-        return;
-    }
+fn spawn_rate_limit_sweep(
+    listeners: Arc<ArcSwap<Vec<Arc<HttpListener>>>>,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -563,9 +470,11 @@ fn spawn_rate_limit_sweep(listeners: Vec<Arc<HttpListener>>, shutdown: Cancellat
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            for listener in &limited {
-                for route in listener.router.routes() {
-                    route.admission.sweep();
+            for listener in listeners.load().iter() {
+                for route in listener.router.load().routes() {
+                    if route.admission.has_limits() {
+                        route.admission.sweep();
+                    }
                 }
             }
         }

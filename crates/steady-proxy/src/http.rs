@@ -6,8 +6,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -30,18 +32,61 @@ use crate::upstream::Transport;
 pub struct HttpListener {
     /// Listener name from the config.
     pub name: Arc<str>,
-    /// Routes of this listener.
-    pub router: Router,
+    /// Routes of this listener, swapped whole by a config reload: a request loads it
+    /// once and keeps the `Arc<Route>` it matched until it is done.
+    pub router: ArcSwap<Router>,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
-    /// Largest request body accepted (`u64::MAX` for no limit).
-    pub max_body: u64,
-    /// Longest pause between two reads of a request body.
-    pub body_read_timeout: std::time::Duration,
+    /// Largest request body accepted (`u64::MAX` for no limit); reloadable.
+    max_body: AtomicU64,
+    /// Longest pause between two reads of a request body, in nanoseconds; reloadable.
+    body_read_timeout: AtomicU64,
     /// Where upgraded (WebSocket) connections are tracked so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// The gateway's metrics, for the rare-path counters (shed requests).
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl HttpListener {
+    /// Creates a listener's request context.
+    pub fn new(
+        name: &str,
+        router: Router,
+        scheme: &'static str,
+        limits: &steady_config::ListenerLimits,
+        tracker: TaskTracker,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> HttpListener {
+        let listener = HttpListener {
+            name: name.into(),
+            router: ArcSwap::from_pointee(router),
+            scheme,
+            max_body: AtomicU64::new(u64::MAX),
+            body_read_timeout: AtomicU64::new(0),
+            tracker,
+            metrics,
+        };
+        listener.set_limits(limits);
+        listener
+    }
+
+    /// Applies the body limits of `limits` to requests that start from now on.
+    pub fn set_limits(&self, limits: &steady_config::ListenerLimits) {
+        let max_body = limits.max_body_bytes.map_or(u64::MAX, |b| b.0);
+        let timeout = u64::try_from(limits.body_read_timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.max_body.store(max_body, Ordering::Relaxed);
+        self.body_read_timeout.store(timeout, Ordering::Relaxed);
+    }
+
+    /// Largest request body accepted (`u64::MAX` for no limit).
+    pub fn max_body(&self) -> u64 {
+        self.max_body.load(Ordering::Relaxed)
+    }
+
+    /// Longest pause between two reads of a request body.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_nanos(self.body_read_timeout.load(Ordering::Relaxed))
+    }
 }
 
 /// Decrements a connection's in-flight count even when the client goes away mid-request.
@@ -79,10 +124,12 @@ async fn proxy(
         return error_response(kind, Some(&request_id));
     }
 
-    // Route match.
-    let Some(route) = listener.router.find(&parts) else {
+    // Route match: one load of the listener's table; the matched route stays alive
+    // for this request even if a reload swaps the table meanwhile.
+    let Some(route) = listener.router.load().find(&parts).cloned() else {
         return error_response(Kind::NoRoute, Some(&request_id));
     };
+    let route = &*route;
 
     // Fault injection, when configured: rehearsed failures happen before admission.
     if let Some(faults) = &route.faults {
@@ -231,7 +278,7 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Kind> {
     // Refuse an announced oversized body before touching the upstream.
     if let Some(len) = body.size_hint().exact() {
-        if len > listener.max_body {
+        if len > listener.max_body() {
             return Err(Kind::BodyTooLarge);
         }
     }
@@ -331,8 +378,8 @@ async fn forward_retrying(
         let verdict = Arc::new(BodyVerdict::default());
         let reading = RequestBody::new(
             body,
-            listener.max_body,
-            listener.body_read_timeout,
+            listener.max_body(),
+            listener.body_read_timeout(),
             Some(verdict.clone()),
         );
         match tokio::time::timeout(route.timeout, reading.collect()).await {
@@ -559,8 +606,8 @@ async fn forward_streamed(
     let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
     let body = RequestBody::new(
         body,
-        listener.max_body,
-        listener.body_read_timeout,
+        listener.max_body(),
+        listener.body_read_timeout(),
         verdict.clone(),
     );
     let upstream_req =

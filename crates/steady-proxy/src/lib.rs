@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! - [`gateway`]: builds everything from a [`steady_config::Config`], binds listeners,
-//!   runs accept loops, drains on shutdown.
+//! - [`gateway`]: the running [`Gateway`]: accept loops, client connections, draining
+//!   on shutdown.
+//! - [`reload`]: builds listeners, routes and upstreams from a [`steady_config::Config`]
+//!   and hot-reloads a new one, keeping sockets, connections and endpoint state.
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
 //! - [`http`]: the request path; one function per phase.
@@ -47,6 +49,7 @@ pub mod latency;
 pub mod metrics;
 pub mod pool;
 pub mod process;
+pub mod reload;
 pub mod router;
 pub mod tcp;
 pub mod tls;
@@ -54,3 +57,4 @@ pub mod upstream;
 pub mod worker;
 
 pub use gateway::{Gateway, StartError};
+pub use reload::{ReloadError, ReloadSummary};

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +23,13 @@ use crate::error::Kind;
 use crate::upstream::Upstream;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The live upstream list, swapped whole by a config reload; scrape-time collectors read
+/// the current one.
+pub type SharedUpstreams = Arc<ArcSwap<Vec<Arc<Upstream>>>>;
+
+/// The Redis store of global rate limits, if any; a reload may replace it.
+pub type SharedRedis = Arc<ArcSwapOption<RedisStore>>;
 
 /// Latency buckets (seconds) of the request duration histogram.
 const BUCKETS: [f64; 14] = [
@@ -42,6 +51,12 @@ pub struct Metrics {
     shed: Family<Labels, Counter>,
     faults: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
+    /// Config reloads by result (`success`, `failure`).
+    reloads: Family<Labels, Counter>,
+    /// 1 if the last reload applied (or none was tried since start), else 0.
+    last_reload_successful: Gauge,
+    /// Unix time of the last config that applied (start or reload).
+    last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -52,8 +67,9 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Creates the registry; `upstreams` feed the endpoint and concurrency gauges,
-    /// `redis` the Redis availability of global rate limits.
-    pub fn new(upstreams: Vec<Arc<Upstream>>, redis: Option<Arc<RedisStore>>) -> Metrics {
+    /// `redis` the Redis availability of global rate limits. Both are read at scrape
+    /// time, so they follow reloads.
+    pub fn new(upstreams: SharedUpstreams, redis: SharedRedis) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<Labels, Counter>::default();
         let failures = Family::<Labels, Counter>::default();
@@ -125,9 +141,31 @@ impl Metrics {
             upstreams: upstreams.clone(),
         }));
         registry.register_collector(Box::new(ConcurrencyCollector { upstreams }));
-        if let Some(redis) = redis {
-            registry.register_collector(Box::new(RedisCollector { redis }));
+        registry.register_collector(Box::new(RedisCollector { redis }));
+        // Prometheus' own names for its config reloads, with steady's prefix.
+        let reloads = Family::<Labels, Counter>::default();
+        let last_reload_successful = Gauge::default();
+        let last_reload_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "steady_config_reloads",
+            "Config reloads tried, by result (success, failure)",
+            reloads.clone(),
+        );
+        registry.register(
+            "steady_config_last_reload_successful",
+            "1 if the last config reload applied (or none was tried), 0 if it failed and the previous config still runs",
+            last_reload_successful.clone(),
+        );
+        registry.register(
+            "steady_config_last_reload_success_timestamp_seconds",
+            "Unix time the running config was applied (at start or by a reload)",
+            last_reload_success.clone(),
+        );
+        for result in ["success", "failure"] {
+            let _ = reloads.get_or_create(&vec![("result", result.to_string())]);
         }
+        last_reload_successful.set(1);
+        last_reload_success.set(unix_now());
         Metrics {
             registry,
             requests,
@@ -140,6 +178,21 @@ impl Metrics {
             shed,
             faults,
             retries,
+            reloads,
+            last_reload_successful,
+            last_reload_success,
+        }
+    }
+
+    /// Records a config reload's outcome.
+    pub fn config_reloaded(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+        self.last_reload_successful.set(i64::from(success));
+        if success {
+            self.last_reload_success.set(unix_now());
         }
     }
 
@@ -240,6 +293,13 @@ impl Metrics {
     }
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Series of one route, recorded without lookups.
 #[derive(Clone)]
 pub struct RouteMetrics {
@@ -274,7 +334,7 @@ type ReadGauge = fn(&steady_balance::Endpoint) -> i64;
 /// Reads per-endpoint gauges from the balancers at scrape time.
 #[derive(Debug)]
 struct EndpointCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    upstreams: SharedUpstreams,
 }
 
 impl Collector for EndpointCollector {
@@ -306,6 +366,7 @@ impl Collector for EndpointCollector {
                 |e| e.is_ejected() as i64,
             ),
         ];
+        let upstreams = self.upstreams.load();
         for (name, help, read) in gauges {
             let mut family = encoder.encode_descriptor(
                 name,
@@ -313,7 +374,7 @@ impl Collector for EndpointCollector {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for upstream in &self.upstreams {
+            for upstream in upstreams.iter() {
                 for ep in upstream.endpoints().endpoints() {
                     let labels: Labels = vec![
                         ("upstream", upstream.name.to_string()),
@@ -325,8 +386,7 @@ impl Collector for EndpointCollector {
                 }
             }
         }
-        let samples = self
-            .upstreams
+        let samples = upstreams
             .iter()
             .map(|u| (vec![("upstream", u.name.to_string())], u.ejections()));
         encode_counters(
@@ -384,7 +444,7 @@ fn encode_gauges<'a>(
 /// Reads each upstream's adaptive concurrency limit at scrape time.
 #[derive(Debug)]
 struct ConcurrencyCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    upstreams: SharedUpstreams,
 }
 
 type ReadLimiter = fn(&steady_limit::ConcurrencyLimiter) -> f64;
@@ -393,6 +453,7 @@ impl Collector for ConcurrencyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let limited: Vec<_> = self
             .upstreams
+            .load()
             .iter()
             .filter_map(|u| Some((u.name.to_string(), u.concurrency.clone()?)))
             .collect();
@@ -443,7 +504,7 @@ impl Collector for ConcurrencyCollector {
 /// Reads each upstream's circuit-breaker counts and overflows at scrape time.
 #[derive(Debug)]
 struct BreakerCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    upstreams: SharedUpstreams,
 }
 
 impl Collector for BreakerCollector {
@@ -466,8 +527,9 @@ impl Collector for BreakerCollector {
                 Breaker::Requests,
             ),
         ];
+        let upstreams = self.upstreams.load();
         for (name, help, breaker) in gauges {
-            let samples = self.upstreams.iter().map(|u| {
+            let samples = upstreams.iter().map(|u| {
                 (
                     vec![("upstream", u.name.to_string())],
                     u.breakers.current(breaker) as f64,
@@ -475,7 +537,7 @@ impl Collector for BreakerCollector {
             });
             encode_gauges(&mut encoder, name, help, None, samples)?;
         }
-        let samples = self.upstreams.iter().flat_map(|u| {
+        let samples = upstreams.iter().flat_map(|u| {
             Breaker::ALL.into_iter().filter_map(move |b| {
                 let limit = u.breakers.limit(b)?;
                 Some((
@@ -494,7 +556,7 @@ impl Collector for BreakerCollector {
             None,
             samples,
         )?;
-        let samples = self.upstreams.iter().flat_map(|u| {
+        let samples = upstreams.iter().flat_map(|u| {
             Breaker::ALL.into_iter().map(move |b| {
                 let labels: Labels = vec![
                     ("upstream", u.name.to_string()),
@@ -515,13 +577,16 @@ impl Collector for BreakerCollector {
 /// Reports whether global rate limits can reach Redis.
 #[derive(Debug)]
 struct RedisCollector {
-    redis: Arc<RedisStore>,
+    redis: SharedRedis,
 }
 
 impl Collector for RedisCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(redis) = self.redis.load_full() else {
+            return Ok(());
+        };
         let up = Gauge::<i64>::default();
-        up.set(i64::from(self.redis.available()));
+        up.set(i64::from(redis.available()));
         up.encode(encoder.encode_descriptor(
             "steady_rate_limit_redis_up",
             "Whether the last round trip to the rate-limit Redis succeeded (1) or not (0)",
@@ -529,7 +594,7 @@ impl Collector for RedisCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?)?;
         let errors = Counter::<u64>::default();
-        errors.inc_by(self.redis.errors());
+        errors.inc_by(redis.errors());
         errors.encode(encoder.encode_descriptor(
             "steady_rate_limit_redis_errors",
             "Round trips to the rate-limit Redis that failed or timed out",
@@ -537,7 +602,7 @@ impl Collector for RedisCollector {
             prometheus_client::metrics::MetricType::Counter,
         )?)?;
         let late = Counter::<u64>::default();
-        late.inc_by(self.redis.late());
+        late.inc_by(redis.late());
         late.encode(encoder.encode_descriptor(
             "steady_rate_limit_redis_late",
             "Global rate-limit decisions that waited longer than redis.timeout in all and fell back to on_failure",

@@ -48,6 +48,8 @@ pub struct Route {
     pub retries: Option<steady_config::retry::Retries>,
     /// When to hedge (from `retries.hedge_after`), if at all.
     pub hedge: Option<crate::hedge::Hedge>,
+    /// The config this route was compiled from, to tell on reload whether it changed.
+    pub config: steady_config::Route,
 }
 
 impl Route {
@@ -106,6 +108,7 @@ impl Route {
                     let now = std::time::Instant::now();
                     crate::hedge::Hedge::new(after, crate::latency::Latency::spawn(now), now)
                 }),
+            config: config.clone(),
         }
     }
 
@@ -139,25 +142,28 @@ impl Route {
 }
 
 /// The routes of one listener, in config order.
+///
+/// Routes are `Arc`s so that a reload can carry an unchanged route (and its rate-limit
+/// buckets) into the next table, and a request can hold its route past a swap.
 #[derive(Default)]
 pub struct Router {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 impl Router {
     /// Creates a router trying `routes` in order.
-    pub fn new(routes: Vec<Route>) -> Router {
+    pub fn new(routes: Vec<Arc<Route>>) -> Router {
         Router { routes }
     }
 
     /// Finds the first route matching the request.
-    pub fn find(&self, parts: &Parts) -> Option<&Route> {
+    pub fn find(&self, parts: &Parts) -> Option<&Arc<Route>> {
         let host = request_host(parts);
         self.routes.iter().find(|r| r.matches(parts, host))
     }
 
     /// The routes, in match order.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 }

@@ -62,8 +62,9 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     configured: Vec<steady_config::Endpoint>,
     dns_refresh: Duration,
-    /// Passive health: ejects endpoints that keep failing live requests.
-    outlier: Option<Mutex<OutlierDetector>>,
+    /// Passive health: ejects endpoints that keep failing live requests. Shared with
+    /// the upstream that replaces this one on a reload when `health.passive` stays.
+    outlier: Option<Arc<Mutex<OutlierDetector>>>,
     /// Below this share of available endpoints, balance over all (with `outlier`).
     panic_threshold: Option<u32>,
     /// Adaptive concurrency limit shared by every worker, if configured.
@@ -76,6 +77,11 @@ pub struct Upstream {
     local: Locality,
     /// Envoy's overprovisioning factor for locality tiers.
     overprovisioning: f64,
+    /// The config this upstream was built from, to tell on reload what changed.
+    config: steady_config::Upstream,
+    /// Stops this upstream's background tasks (DNS refresh, outlier evaluation, health
+    /// checks) when it is removed or replaced; a child of the gateway's shutdown token.
+    tasks: CancellationToken,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -100,19 +106,33 @@ fn algorithm(b: Balance) -> Algorithm {
 
 impl Upstream {
     /// Builds an upstream, resolving DNS names once (failures leave those endpoints out
-    /// until a later refresh succeeds). `local` is the gateway's own zone and region.
+    /// until a later refresh succeeds). Its background tasks stop when `parent` fires or
+    /// the upstream is [retired](Self::retire).
+    ///
+    /// With `previous` (the upstream of the same name this one replaces on a config
+    /// reload), endpoints whose address, name and weight stay are the same `Arc`s, so
+    /// their in-flight counts, latency, health, ejection and slow start carry over; so
+    /// do the outlier detector, the circuit breakers and the concurrency limiter when
+    /// their own settings are unchanged. Pools and the balancer's rotation are new.
+    /// `local` is the gateway's own zone and region, for zone-aware failover.
     pub async fn build(
         config: &steady_config::Upstream,
         workers: usize,
+        previous: Option<&Upstream>,
+        parent: &CancellationToken,
         local: Option<&steady_config::Locality>,
     ) -> Arc<Upstream> {
         let passive = config.health.as_ref().and_then(|h| h.passive.as_ref());
+        let old_passive = previous.and_then(|p| p.config.health.as_ref()?.passive.as_ref());
         let balancer = BalancerConfig {
             algorithm: algorithm(config.balance),
             slow_start: config.slow_start,
             bounded_load: config.hash.as_ref().and_then(|h| h.bounded_load),
         };
-        let breakers = crate::breakers::Breakers::new(config.circuit_breakers.as_ref());
+        let breakers = match previous {
+            Some(p) if p.config.circuit_breakers == config.circuit_breakers => p.breakers.clone(),
+            _ => crate::breakers::Breakers::new(config.circuit_breakers.as_ref()),
+        };
         let transports = (0..workers.max(1))
             .map(|_| match config.protocol {
                 UpstreamProtocol::Http1 => Transport::Http1(Arc::new(crate::pool::Pool::new(
@@ -124,35 +144,51 @@ impl Upstream {
                 UpstreamProtocol::H2c => Transport::H2c(Box::new(h2c_client(config))),
             })
             .collect();
+        let concurrency = match previous {
+            Some(p) if p.config.concurrency == config.concurrency => p.concurrency.clone(),
+            _ => config
+                .concurrency
+                .as_ref()
+                .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
+        };
+        // Resolving starts from the previous endpoints so that those that stay are reused.
+        let start = previous.map_or_else(Vec::new, |p| p.endpoints().endpoints().to_vec());
         let mut upstream = Upstream {
             name: config.name.as_str().into(),
-            set: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &balancer)),
+            set: ArcSwap::from_pointee(EndpointSet::new(start, &balancer)),
             balancer,
             hash: config.hash.as_ref().map(|h| h.key_source()),
             transports,
             connect_timeout: config.connect_timeout,
             configured: config.endpoints.clone(),
             dns_refresh: config.dns_refresh,
-            outlier: None,
+            // Unchanged passive settings keep the detector: ejections, their multipliers
+            // and the counters of endpoints that stay.
+            outlier: match previous {
+                Some(p) if passive.is_some() && old_passive == passive => p.outlier.clone(),
+                _ => None,
+            },
             panic_threshold: passive.map(|p| p.panic_threshold),
-            concurrency: config
-                .concurrency
-                .as_ref()
-                .map(|c| ConcurrencyLimiter::new(adaptive_config(c))),
+            concurrency,
             breakers,
-            ejections: std::sync::atomic::AtomicU64::new(0),
-            local: local.map_or_else(Locality::default, |l| Locality {
-                region: l.region.as_deref().map(Into::into),
-                zone: l.zone.as_deref().map(Into::into),
-                priority: 0,
-            }),
+            ejections: std::sync::atomic::AtomicU64::new(previous.map_or(0, |p| p.ejections())),
+            config: config.clone(),
+            tasks: parent.child_token(),
+            local: gateway_locality(local),
             overprovisioning: config.overprovisioning,
         };
-        upstream.resolve().await;
-        if let Some(passive) = passive {
+        upstream.resolve_with(previous.is_some()).await;
+        if upstream.outlier.is_none() {
+            // Nothing would ever readmit an endpoint that a detector no longer running
+            // ejected.
+            for endpoint in upstream.endpoints().endpoints() {
+                endpoint.set_ejected(false);
+            }
+        }
+        if let (Some(passive), None) = (passive, &upstream.outlier) {
             let endpoints = upstream.endpoints().endpoints().to_vec();
             match OutlierDetector::try_new(passive.outlier_config(), endpoints, fastrand::u64(..)) {
-                Ok(detector) => upstream.outlier = Some(Mutex::new(detector)),
+                Ok(detector) => upstream.outlier = Some(Arc::new(Mutex::new(detector))),
                 // Validation rejects such configs; never take traffic down over it.
                 Err(e) => {
                     tracing::error!(upstream = %upstream.name, error = %e, "outlier detection off")
@@ -160,6 +196,11 @@ impl Upstream {
             }
         }
         Arc::new(upstream)
+    }
+
+    /// The gateway's own zone and region this upstream balances from.
+    pub fn local(&self) -> &Locality {
+        &self.local
     }
 
     /// How the current worker reaches this upstream.
@@ -179,9 +220,31 @@ impl Upstream {
             .any(|e| e.address.parse::<SocketAddr>().is_err())
     }
 
+    /// The config this upstream was built from.
+    pub fn config(&self) -> &steady_config::Upstream {
+        &self.config
+    }
+
+    /// The token that stops this upstream's background tasks.
+    pub fn tasks(&self) -> &CancellationToken {
+        &self.tasks
+    }
+
+    /// Stops this upstream's background tasks and its feeding of outlier detection: it
+    /// was removed or replaced by a reload. Requests already holding it finish.
+    pub fn retire(&self) {
+        self.tasks.cancel();
+    }
+
     /// Resolves every endpoint address and swaps in a new set if the answers changed.
     /// Endpoints that stay keep their state (in-flight counts, latency estimates).
     pub async fn resolve(&self) {
+        self.resolve_with(false).await
+    }
+
+    /// [`resolve`](Self::resolve), swapping in a new set even when the addresses are
+    /// unchanged if `force` (a new upstream whose set came from its predecessor).
+    async fn resolve_with(&self, force: bool) {
         let current = self.set.load_full();
         let now = Instant::now().into_std();
         let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(self.configured.len());
@@ -234,8 +297,12 @@ impl Upstream {
                 .iter()
                 .zip(current.endpoints())
                 .any(|(a, b)| !Arc::ptr_eq(a, b));
-        if changed {
-            tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoint set updated");
+        // A retired upstream's late DNS answer must not rewrite a detector it shares
+        // with its successor.
+        if (changed || force) && !self.tasks.is_cancelled() {
+            if changed {
+                tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoint set updated");
+            }
             if let Some(outlier) = &self.outlier {
                 lock(outlier).set_endpoints(next.clone());
             }
@@ -263,10 +330,17 @@ impl Upstream {
         });
     }
 
-    /// Re-resolves DNS names every `dns_refresh` until `shutdown` fires.
-    pub fn spawn_dns_refresh(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Starts the background tasks of this upstream (DNS refresh, outlier evaluation);
+    /// they stop when it is retired or the gateway shuts down.
+    pub fn spawn_background(self: &Arc<Self>) {
+        self.spawn_dns_refresh();
+        self.spawn_outlier_evaluation();
+    }
+
+    /// Re-resolves DNS names every `dns_refresh` until retired.
+    fn spawn_dns_refresh(self: &Arc<Self>) {
         if self.has_dns_names() {
-            self.spawn_every(self.dns_refresh, shutdown, |this| async move {
+            self.spawn_every(self.dns_refresh, self.tasks.clone(), |this| async move {
                 this.resolve().await
             });
         }
@@ -275,6 +349,11 @@ impl Upstream {
     /// Feeds one request's result, known at `now`, to outlier detection, if it is on.
     pub fn record(&self, addr: SocketAddr, now: std::time::Instant, result: RequestResult) {
         if let Some(outlier) = &self.outlier {
+            // Once retired its detector may be gone from service (nothing would readmit
+            // what it ejects) or shared with the successor; either way stay out.
+            if self.tasks.is_cancelled() {
+                return;
+            }
             let events = lock(outlier).record(addr, now, result);
             self.log_events(events);
         }
@@ -309,17 +388,16 @@ impl Upstream {
 
     /// Readmits ejected endpoints whose active health check passed after they were
     /// ejected (Envoy's `successful_active_health_check_uneject_host`), every `every`
-    /// until `shutdown`. Does nothing without outlier detection.
+    /// until retired. Does nothing without outlier detection.
     pub fn spawn_readmit_on_health(
         self: &Arc<Self>,
         health: steady_health::HealthHandle,
         every: Duration,
-        shutdown: CancellationToken,
     ) {
         if self.outlier.is_none() {
             return;
         }
-        self.spawn_every(every, shutdown, move |this| {
+        self.spawn_every(every, self.tasks.clone(), move |this| {
             let health = health.clone();
             async move {
                 let Some(outlier) = &this.outlier else { return };
@@ -351,11 +429,11 @@ impl Upstream {
         self.ejections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs outlier detection's interval step (success rate, expiries) until `shutdown`.
-    pub fn spawn_outlier_evaluation(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Runs outlier detection's interval step (success rate, expiries) until retired.
+    fn spawn_outlier_evaluation(self: &Arc<Self>) {
         let Some(outlier) = &self.outlier else { return };
         let interval = lock(outlier).config().interval;
-        self.spawn_every(interval, shutdown, |this| async move {
+        self.spawn_every(interval, self.tasks.clone(), |this| async move {
             if let Some(outlier) = &this.outlier {
                 let events = lock(outlier).evaluate(Instant::now().into_std());
                 this.log_events(events);
@@ -394,6 +472,15 @@ impl Upstream {
 }
 
 /// The limiter settings a `concurrency` block stands for.
+/// The gateway's locality (`runtime.locality`) as the balancer compares it.
+pub fn gateway_locality(local: Option<&steady_config::Locality>) -> Locality {
+    local.map_or_else(Locality::default, |l| Locality {
+        region: l.region.as_deref().map(Into::into),
+        zone: l.zone.as_deref().map(Into::into),
+        priority: 0,
+    })
+}
+
 fn adaptive_config(c: &steady_config::limits::Concurrency) -> AdaptiveConfig {
     AdaptiveConfig {
         min_limit: c.min_limit,

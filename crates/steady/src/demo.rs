@@ -109,7 +109,7 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             println!("Ctrl-C stops it (in-flight requests drain first).");
         },
     );
-    let code = super::run_blocking(config, Some(on_start));
+    let code = super::run_blocking(config, Some(on_start), None);
     drop(runtime);
     drop(backends);
     code

@@ -321,3 +321,200 @@ fn demo_balances_and_serves_admin() {
     assert!(om.contains("# TYPE steady_requests counter"));
     assert!(om.trim_end().ends_with("# EOF"));
 }
+
+/// A backend answering `text` to every request on keep-alive connections.
+fn text_backend(text: &'static str) -> SocketAddr {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", text.len());
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(text.as_bytes());
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A config with admin on `admin`, listener `web` on `port` and one upstream at `backend`.
+fn reload_config(port: u16, admin: u16, backend: SocketAddr) -> String {
+    format!(
+        "runtime: {{workers: 1, drain_timeout: 5s}}\nadmin: {{bind: '127.0.0.1:{admin}'}}\nlisteners: [{{name: web, bind: '127.0.0.1:{port}'}}]\nroutes: [{{name: r, listener: web, upstream: app}}]\nupstreams: [{{name: app, endpoints: [{{address: '{backend}'}}]}}]\n"
+    )
+}
+
+/// Replaces the file the way editors and `kubectl` do: a new file renamed over it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Polls `probe` until it returns true or 10 s pass.
+fn eventually(what: &str, log: &std::path::Path, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened; steady said:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Body of an answer read off a keep-alive connection (content-length framed).
+fn keep_alive_get(s: &mut BufReader<TcpStream>, path: &str) -> String {
+    write!(s.get_mut(), "GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n").unwrap();
+    let mut len = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(s.read_line(&mut line).unwrap() > 0, "connection closed");
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+fn spawn_serve(path: &std::path::Path, log: &std::path::Path, extra: &[&str]) -> Guard {
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(path)
+        .args(extra)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Guard(child)
+}
+
+#[test]
+fn serve_reloads_a_changed_file_and_keeps_the_old_config_while_it_is_broken() {
+    let (one, two) = (text_backend("one"), text_backend("two"));
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config("watched.yaml", &reload_config(port, admin, one));
+    let log = path.with_extension("log");
+    let _guard = spawn_serve(&path, &log, &[]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+    let mut kept = BufReader::new(TcpStream::connect(addr).unwrap());
+    kept.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(keep_alive_get(&mut kept, "/"), "one");
+
+    // A broken file is refused and the old config keeps serving.
+    replace_file(&path, "listeners: [{nmae: web}]\n");
+    eventually("a refused reload", &log, || {
+        http_get(admin_addr, "/metrics")
+            .contains("steady_config_reloads_total{result=\"failure\"} 1")
+    });
+    assert!(http_get(addr, "/").ends_with("one"));
+    assert!(http_get(admin_addr, "/metrics").contains("steady_config_last_reload_successful 0"));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("watched.yaml:1:14"),
+        "the problem is reported with its place:\n{said}"
+    );
+
+    // Fixed, pointing at the other backend: it applies.
+    replace_file(&path, &reload_config(port, admin, two));
+    eventually("the new routing", &log, || {
+        http_get(addr, "/").ends_with("two")
+    });
+    assert!(http_get(admin_addr, "/metrics").contains("steady_config_last_reload_successful 1"));
+    // The connection opened before both reloads still works, now routed anew.
+    assert_eq!(keep_alive_get(&mut kept, "/"), "two");
+}
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    let (one, two) = (text_backend("one"), text_backend("two"));
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config("sighup.yaml", &reload_config(port, admin, one));
+    let log = path.with_extension("log");
+    let guard = spawn_serve(&path, &log, &["--no-watch"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+    assert!(http_get(addr, "/").ends_with("one"));
+
+    std::fs::write(&path, reload_config(port, admin, two)).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("the new routing after SIGHUP", &log, || {
+        http_get(addr, "/").ends_with("two")
+    });
+    let metrics = http_get(admin_addr, "/metrics");
+    assert!(
+        metrics.contains("steady_config_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// POSTs an empty body to `path` and returns the whole answer.
+fn http_post(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn admin_post_reload_applies_or_explains() {
+    let (one, two) = (text_backend("one"), text_backend("two"));
+    let (port, admin) = (free_port(), free_port());
+    let path = write_config("admin-reload.yaml", &reload_config(port, admin, one));
+    let log = path.with_extension("log");
+    let _guard = spawn_serve(&path, &log, &["--no-watch"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+
+    std::fs::write(&path, "listeners: [{nmae: web}]\n").unwrap();
+    let refused = http_post(admin_addr, "/reload");
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("admin-reload.yaml:1:14"), "{refused}");
+    assert!(http_get(addr, "/").ends_with("one"));
+
+    std::fs::write(&path, reload_config(port, admin, two)).unwrap();
+    let applied = http_post(admin_addr, "/reload");
+    assert!(applied.starts_with("HTTP/1.1 200"), "{applied}");
+    assert!(
+        applied.contains("\"upstreams_changed\": [\n    \"app\"\n  ]"),
+        "{applied}"
+    );
+    // The answer comes after the reload: the new routing is in force.
+    assert!(http_get(addr, "/").ends_with("two"));
+    assert!(http_get(admin_addr, "/reload").starts_with("HTTP/1.1 405"));
+}
