@@ -7,7 +7,7 @@
 //!
 //! - [`Backend`]: an HTTP/1.1 + h2c server that answers with JSON describing the request
 //!   it saw, echoes bodies, serves WebSocket-style upgrades, and misbehaves on demand
-//!   ([`Fault`]).
+//!   ([`Fault`]); [`Backend::kill`] makes it die at once, as a crashed process does.
 //! - [`TcpEcho`]: an L4 server that echoes bytes back, prefixed by its name.
 //! - [`RawServer`]: a TCP server that runs a caller-supplied script per connection, for
 //!   protocol faults hyper would refuse to produce (resets mid-response, garbage).
@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +58,9 @@ struct Shared {
     name: String,
     fault: Mutex<Fault>,
     hits: AtomicU64,
+    /// Open connections: their serving task and a duplicate of their socket, so
+    /// [`Backend::kill`] can reset them.
+    conns: Mutex<Vec<(JoinHandle<()>, OwnedFd)>>,
 }
 
 /// An HTTP backend on `127.0.0.1:0` speaking HTTP/1.1 and h2c.
@@ -98,6 +102,7 @@ impl Backend {
             name: name.to_string(),
             fault: Mutex::new(Fault::None),
             hits: AtomicU64::new(0),
+            conns: Mutex::new(Vec::new()),
         });
         let state = shared.clone();
         let task = tokio::spawn(async move {
@@ -106,8 +111,10 @@ impl Backend {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
+                let fd = stream.as_fd().try_clone_to_owned();
+                let conn_state = state.clone();
+                let conn = tokio::spawn(async move {
+                    let state = conn_state;
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -115,6 +122,13 @@ impl Backend {
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut conns = state.conns.lock().expect("conns lock");
+                conns.retain(|(task, _)| !task.is_finished());
+                match fd {
+                    Ok(fd) => conns.push((conn, fd)),
+                    // Without a duplicate the connection cannot be reset; abort it on kill.
+                    Err(_) => drop(conn),
+                }
             }
         });
         Backend { addr, shared, task }
@@ -143,6 +157,27 @@ impl Backend {
     /// Stops accepting; connections already open keep running until dropped by peers.
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Dies at once, as a crashed or `kill -9`ed process: the listener closes (new
+    /// connects are refused) and every open connection is reset (RST), requests in
+    /// flight included. Returns once the port is free again, so [`Backend::start_on`]
+    /// can restart a backend on the same address.
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let conns = std::mem::take(&mut *self.shared.conns.lock().expect("conns lock"));
+        for (task, fd) in &conns {
+            // Zero linger turns the close into a reset, as the kernel does for a dead process.
+            let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
+            task.abort();
+        }
+        if !self.task.is_finished() {
+            let _ = (&mut self.task).await;
+        }
+        for (task, fd) in conns {
+            let _ = task.await;
+            drop(fd);
+        }
     }
 }
 
