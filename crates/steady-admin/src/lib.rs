@@ -145,6 +145,7 @@ pub fn upstreams_json(gateway: &Gateway) -> serde_json::Value {
                         "address": e.addr().to_string(),
                         "weight": e.weight(),
                         "available": e.is_available(),
+                        "ejected": e.is_ejected(),
                         "in_flight": e.in_flight(),
                         "ewma_latency_ms": e.ewma_latency(now).as_secs_f64() * 1000.0,
                     })
