@@ -16,6 +16,8 @@
 //! - [`RedisServer`]: a real `redis-server` process on a free loopback port, which tests
 //!   can kill and restart to rehearse an outage.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
+//! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
+//!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -507,6 +509,7 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 mod capacity;
+pub mod harness;
 mod redis;
 
 pub use capacity::CapacityBackend;
