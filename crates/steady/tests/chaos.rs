@@ -364,9 +364,6 @@ async fn with_every_endpoint_down_and_panic_routing_clients_get_a_fast_502() {
 async fn sigterm_under_load_finishes_in_flight_requests_and_readyz_flips_first() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    // Slow answers, so there are requests in flight when SIGTERM arrives.
-    a.set_fault(Fault::Delay(Duration::from_millis(200)));
-    b.set_fault(Fault::Delay(Duration::from_millis(200)));
     let yaml = format!(
         "runtime: {{workers: 1, drain_delay: 1s, drain_timeout: 10s}}
 admin: {{bind: '{{admin}}'}}
@@ -377,8 +374,16 @@ upstreams: [{{name: app, endpoints: [{}]}}]
         endpoints(&[&a, &b])
     );
     let mut steady = start("sigterm", &yaml).await;
-    let load = Load::start(steady.addr, "/work", 4, 2_000, Duration::from_secs(30));
-    assert!(load.wait_completed(20).await);
+    // Each request takes 1.5 s, longer than the drain delay: requests sent just before
+    // /readyz flips are still in flight when steady stops accepting.
+    let load = Load::start(
+        steady.addr,
+        "/delay/1500",
+        4,
+        2_000,
+        Duration::from_secs(30),
+    );
+    assert!(load.wait_completed(4).await);
     steady.sigterm();
     // As a load balancer would: stop sending once /readyz says so.
     eventually(Duration::from_secs(5), "/readyz answers 503", || async {
