@@ -89,6 +89,10 @@ pub async fn get(
 /// A running `steady serve` child process, killed when dropped.
 pub struct SteadyProcess {
     child: Option<Child>,
+    /// Config, log and pid files, removed on drop unless the thread is panicking (a
+    /// failed test keeps them to look at).
+    files: Vec<PathBuf>,
+    dir: PathBuf,
     /// The `web` listener's address.
     pub addr: SocketAddr,
     /// The admin listener's address.
@@ -99,8 +103,8 @@ pub struct SteadyProcess {
 
 impl SteadyProcess {
     /// Writes `yaml` (where `{listen}` and `{admin}` stand for two free loopback
-    /// addresses) to `dir`, starts `bin serve -c` on it with logs in `dir`, and waits
-    /// (at most 20 s) for `/readyz` to answer 200.
+    /// addresses) to `dir`, starts `bin serve -c` on it with its log and pid file in
+    /// `dir`, and waits (at most 20 s) for `/readyz` to answer 200.
     pub async fn start(bin: &Path, dir: &Path, name: &str, yaml: &str) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
@@ -120,8 +124,13 @@ impl SteadyProcess {
             .stderr(Stdio::from(log_file))
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        // For a supervising script's cleanup, should this process be killed outright.
+        let _ = std::fs::write(dir.join(format!("{name}.pid")), child.id().to_string());
+        let pid_file = dir.join(format!("{name}.pid"));
         let mut steady = SteadyProcess {
             child: Some(child),
+            files: vec![config, log.clone(), pid_file],
+            dir: dir.to_path_buf(),
             addr,
             admin,
             log,
@@ -195,6 +204,13 @@ impl Drop for SteadyProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            for file in &self.files {
+                let _ = std::fs::remove_file(file);
+            }
+            // Only if nothing else is left in it.
+            let _ = std::fs::remove_dir(&self.dir);
         }
     }
 }
