@@ -23,7 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,9 +60,10 @@ struct Shared {
     name: String,
     fault: Mutex<Fault>,
     hits: AtomicU64,
-    /// Open connections: their serving task and a duplicate of their socket, so
-    /// [`Backend::kill`] can reset them.
-    conns: Mutex<Vec<(JoinHandle<()>, OwnedFd)>>,
+    /// Open connections: their serving task and a duplicate of their socket, which the
+    /// task owns (so a normal close stays a normal close) and [`Backend::kill`] reaches
+    /// to reset them.
+    conns: Mutex<Vec<(JoinHandle<()>, Weak<OwnedFd>)>>,
 }
 
 /// An HTTP backend on `127.0.0.1:0` speaking HTTP/1.1 and h2c.
@@ -113,9 +114,12 @@ impl Backend {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let fd = stream.as_fd().try_clone_to_owned();
+                let fd = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
+                let weak = fd.as_ref().map_or_else(Weak::new, Arc::downgrade);
                 let conn_state = state.clone();
                 let conn = tokio::spawn(async move {
+                    // Closed right after the stream when the connection ends.
+                    let _fd = fd;
                     let state = conn_state;
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                     let builder =
@@ -126,11 +130,7 @@ impl Backend {
                 });
                 let mut conns = state.conns.lock().expect("conns lock");
                 conns.retain(|(task, _)| !task.is_finished());
-                match fd {
-                    Ok(fd) => conns.push((conn, fd)),
-                    // Without a duplicate the connection cannot be reset; abort it on kill.
-                    Err(_) => drop(conn),
-                }
+                conns.push((conn, weak));
             }
         });
         Backend { addr, shared, task }
@@ -163,22 +163,25 @@ impl Backend {
 
     /// Dies at once, as a crashed or `kill -9`ed process: the listener closes (new
     /// connects are refused) and every open connection is reset (RST), requests in
-    /// flight included. Returns once the port is free again, so [`Backend::start_on`]
-    /// can restart a backend on the same address.
+    /// flight included (upgraded tunnels, which have left their connection task, are
+    /// not). Returns once the port is free again, so [`Backend::start_on`] can restart a
+    /// backend on the same address.
     pub async fn kill(&mut self) {
         self.task.abort();
         let conns = std::mem::take(&mut *self.shared.conns.lock().expect("conns lock"));
         for (task, fd) in &conns {
-            // Zero linger turns the close into a reset, as the kernel does for a dead process.
-            let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
+            if let Some(fd) = fd.upgrade() {
+                // Zero linger turns the close into a reset, as the kernel does for a dead
+                // process.
+                let _ = socket2::SockRef::from(&*fd).set_linger(Some(Duration::ZERO));
+            }
             task.abort();
         }
         if !self.task.is_finished() {
             let _ = (&mut self.task).await;
         }
-        for (task, fd) in conns {
+        for (task, _) in conns {
             let _ = task.await;
-            drop(fd);
         }
     }
 }
