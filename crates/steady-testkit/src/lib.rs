@@ -7,7 +7,7 @@
 //!
 //! - [`Backend`]: an HTTP/1.1 + h2c server that answers with JSON describing the request
 //!   it saw, echoes bodies, serves WebSocket-style upgrades, and misbehaves on demand
-//!   ([`Fault`]).
+//!   ([`Fault`]); [`Backend::kill`] makes it die at once, as a crashed process does.
 //! - [`TcpEcho`]: an L4 server that echoes bytes back, prefixed by its name.
 //! - [`RawServer`]: a TCP server that runs a caller-supplied script per connection, for
 //!   protocol faults hyper would refuse to produce (resets mid-response, garbage).
@@ -16,11 +16,14 @@
 //! - [`RedisServer`]: a real `redis-server` process on a free loopback port, which tests
 //!   can kill and restart to rehearse an outage.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
+//! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
+//!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +60,10 @@ struct Shared {
     name: String,
     fault: Mutex<Fault>,
     hits: AtomicU64,
+    /// Open connections: their serving task and a duplicate of their socket, which the
+    /// task owns (so a normal close stays a normal close) and [`Backend::kill`] reaches
+    /// to reset them.
+    conns: Mutex<Vec<(JoinHandle<()>, Weak<OwnedFd>)>>,
 }
 
 /// An HTTP backend on `127.0.0.1:0` speaking HTTP/1.1 and h2c.
@@ -98,6 +105,7 @@ impl Backend {
             name: name.to_string(),
             fault: Mutex::new(Fault::None),
             hits: AtomicU64::new(0),
+            conns: Mutex::new(Vec::new()),
         });
         let state = shared.clone();
         let task = tokio::spawn(async move {
@@ -106,8 +114,13 @@ impl Backend {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
+                let fd = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
+                let weak = fd.as_ref().map_or_else(Weak::new, Arc::downgrade);
+                let conn_state = state.clone();
+                let conn = tokio::spawn(async move {
+                    // Closed right after the stream when the connection ends.
+                    let _fd = fd;
+                    let state = conn_state;
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -115,6 +128,9 @@ impl Backend {
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut conns = state.conns.lock().expect("conns lock");
+                conns.retain(|(task, _)| !task.is_finished());
+                conns.push((conn, weak));
             }
         });
         Backend { addr, shared, task }
@@ -143,6 +159,30 @@ impl Backend {
     /// Stops accepting; connections already open keep running until dropped by peers.
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Dies at once, as a crashed or `kill -9`ed process: the listener closes (new
+    /// connects are refused) and every open connection is reset (RST), requests in
+    /// flight included (upgraded tunnels, which have left their connection task, are
+    /// not). Returns once the port is free again, so [`Backend::start_on`] can restart a
+    /// backend on the same address.
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let conns = std::mem::take(&mut *self.shared.conns.lock().expect("conns lock"));
+        for (task, fd) in &conns {
+            if let Some(fd) = fd.upgrade() {
+                // Zero linger turns the close into a reset, as the kernel does for a dead
+                // process.
+                let _ = socket2::SockRef::from(&*fd).set_linger(Some(Duration::ZERO));
+            }
+            task.abort();
+        }
+        if !self.task.is_finished() {
+            let _ = (&mut self.task).await;
+        }
+        for (task, _) in conns {
+            let _ = task.await;
+        }
     }
 }
 
@@ -472,6 +512,7 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 mod capacity;
+pub mod harness;
 mod redis;
 
 pub use capacity::CapacityBackend;
