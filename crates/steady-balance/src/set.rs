@@ -163,7 +163,7 @@ impl EndpointSet {
     /// Endpoints in one tier only (the usual case without zones or priorities) leave the
     /// set as it was. Each tier balances with the set's algorithm over its own endpoints.
     /// The healthy-panic threshold still applies to the whole set: in panic, picks ignore
-    /// tiers and availability alike.
+    /// tiers and ejections alike.
     pub fn with_locality(mut self, local: &Locality, overprovisioning: f64) -> Self {
         let mut keys: Vec<(u32, Proximity)> = self
             .endpoints
@@ -231,9 +231,13 @@ impl EndpointSet {
     }
 
     /// Sets the healthy-panic threshold in percent (Envoy's `healthy_panic_threshold`):
-    /// while fewer than `percent`% of the endpoints are available, picks ignore
-    /// availability and balance over all endpoints, since sending everything to a few
-    /// survivors (or to none) is worse than risking some unhealthy ones.
+    /// while fewer than `percent`% of the endpoints are available, picks ignore outlier
+    /// ejections and balance over every endpoint that active health checks (if any) see
+    /// up, since ejecting most of an upstream on traffic alone usually says more about
+    /// the traffic than the endpoints. Unlike Envoy's, panic does not override active
+    /// checks: an endpoint whose probes fail is down, so with all of them down picks
+    /// find nothing (and the proxy answers 503 at once) instead of trying dead
+    /// endpoints.
     ///
     /// `None` (the default) never panics. `Some(0)` never panics either; values above 100
     /// count as 100. Each pick then scans the endpoints' availability once.
@@ -293,7 +297,7 @@ impl EndpointSet {
     ///
     /// `avoid` is a preference: if only avoided endpoints are available, picks among them.
     /// Returns `None` when no endpoint is available. In [panic mode](Self::in_panic) every
-    /// endpoint counts as available.
+    /// endpoint that is not down by active checks counts as available.
     pub fn pick(&self, pick: &Pick<'_>) -> Option<Arc<Endpoint>> {
         self.pick_index(pick)
             .map(|i| Arc::clone(&self.endpoints[i]))

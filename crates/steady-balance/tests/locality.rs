@@ -197,7 +197,7 @@ fn a_retry_leaves_the_zone_it_failed_in() {
 fn panic_threshold_overrides_tiers() {
     let set = fleet(steady_balance::Algorithm::RoundRobin).with_panic_threshold(Some(50));
     for ep in &set.endpoints()[..10] {
-        ep.set_available(false);
+        ep.set_ejected(true);
     }
     // 2 of 12 available (< 50%): panic mode balances over all twelve.
     let shares = group_shares(&set, 12_000, &GROUPS);

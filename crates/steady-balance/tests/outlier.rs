@@ -717,6 +717,19 @@ fn panic_mode_balances_over_all_endpoints() {
         let s = panic_set(algorithm, 4, 4, None);
         assert!(s.pick(&Pick::at(now)).is_none(), "{algorithm:?}");
 
+        // Panic ignores ejections, not active health checks: endpoints whose probes
+        // fail stay out, and with all of them down nothing is picked.
+        let s = panic_set(algorithm, 4, 3, Some(50));
+        s.endpoints()[0].set_available(false);
+        for _ in 0..50 {
+            let e = s.pick(&Pick::at(now)).expect("three ejected but healthy");
+            assert_ne!(e.addr(), s.endpoints()[0].addr(), "{algorithm:?}");
+        }
+        for e in s.endpoints() {
+            e.set_available(false);
+        }
+        assert!(s.pick(&Pick::at(now)).is_none(), "{algorithm:?}");
+
         // Above the threshold the unavailable endpoint is skipped as usual.
         let s = panic_set(algorithm, 4, 1, Some(50));
         for _ in 0..200 {

@@ -394,6 +394,18 @@ impl Collector for EndpointCollector {
             "steady_outlier_ejections",
             "Endpoints ejected by passive outlier detection, by upstream",
             samples,
+        )?;
+        let samples = upstreams.iter().map(|u| {
+            (
+                vec![("upstream", u.name.to_string())],
+                u.ejections_skipped(),
+            )
+        });
+        encode_counters(
+            &mut encoder,
+            "steady_outlier_ejections_skipped",
+            "Ejections outlier detection wanted but max_ejection_percent refused, by upstream",
+            samples,
         )
     }
 }

@@ -2,7 +2,7 @@
 //! the hash key a request is balanced by, and the pooled HTTP client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -73,6 +73,11 @@ pub struct Upstream {
     pub breakers: Arc<crate::breakers::Breakers>,
     /// Ejections by outlier detection since start.
     ejections: std::sync::atomic::AtomicU64,
+    /// Ejections outlier detection wanted but `max_ejection_percent` refused.
+    skipped: std::sync::atomic::AtomicU64,
+    /// `skipped` when a skip was last logged, and when: skips are
+    /// logged at most every [`SKIP_LOG_EVERY`] so a failing fleet does not flood logs.
+    skip_log: Mutex<(u64, Option<std::time::Instant>)>,
     /// The gateway's own zone and region, for zone-aware failover.
     local: Locality,
     /// Envoy's overprovisioning factor for locality tiers.
@@ -172,6 +177,10 @@ impl Upstream {
             concurrency,
             breakers,
             ejections: std::sync::atomic::AtomicU64::new(previous.map_or(0, |p| p.ejections())),
+            skipped: std::sync::atomic::AtomicU64::new(
+                previous.map_or(0, |p| p.ejections_skipped()),
+            ),
+            skip_log: Mutex::new((0, None)),
             config: config.clone(),
             tasks: parent.child_token(),
             local: gateway_locality(local),
@@ -376,9 +385,25 @@ impl Upstream {
                         %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
                     )
                 }
-                OutlierEvent::EjectionSkipped { addr, reason } => tracing::info!(
-                    %upstream, endpoint = %addr, ?reason, "ejection skipped: max_ejection_percent reached"
-                ),
+                OutlierEvent::EjectionSkipped { addr, reason } => {
+                    let total = self
+                        .skipped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    let now = std::time::Instant::now();
+                    let mut last = self.skip_log.lock().unwrap_or_else(PoisonError::into_inner);
+                    if last
+                        .1
+                        .is_none_or(|at| now.duration_since(at) >= SKIP_LOG_EVERY)
+                    {
+                        let since_last_log = total - last.0;
+                        *last = (total, Some(now));
+                        tracing::info!(
+                            %upstream, endpoint = %addr, ?reason, since_last_log,
+                            "ejection skipped: max_ejection_percent reached"
+                        );
+                    }
+                }
                 OutlierEvent::Readmitted { addr, reason } => {
                     tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
                 }
@@ -429,6 +454,11 @@ impl Upstream {
         self.ejections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Ejections refused by `max_ejection_percent` since start.
+    pub fn ejections_skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Runs outlier detection's interval step (success rate, expiries) until retired.
     fn spawn_outlier_evaluation(self: &Arc<Self>) {
         let Some(outlier) = &self.outlier else { return };
@@ -472,6 +502,9 @@ impl Upstream {
 }
 
 /// The limiter settings a `concurrency` block stands for.
+/// How often an upstream logs ejections that `max_ejection_percent` refused.
+pub const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The gateway's locality (`runtime.locality`) as the balancer compares it.
 pub fn gateway_locality(local: Option<&steady_config::Locality>) -> Locality {
     local.map_or_else(Locality::default, |l| Locality {

@@ -350,13 +350,13 @@ async fn with_every_endpoint_down_and_no_panic_routing_clients_get_a_fast_503() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_every_endpoint_down_and_panic_routing_clients_get_a_fast_502() {
-    // Below `panic_threshold` (50 % by default) steady tries every endpoint anyway; dead
-    // ones refuse at once, so the answer is a fast 502 `connect`, not a hang.
+async fn with_every_endpoint_down_the_default_panic_threshold_still_gives_a_fast_503() {
+    // Below `panic_threshold` (50 % by default) steady ignores ejections, but never an
+    // endpoint its active checks see down: with all of them down, no endpoint is left.
     let seen = all_down("alldown-panic", "").await;
     for (status, error) in seen {
-        assert_eq!(status, 502);
-        assert_eq!(error.as_deref(), Some("connect"));
+        assert_eq!(status, 503);
+        assert_eq!(error.as_deref(), Some("no-endpoint"));
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) fn pick(
     bounded_load: Option<f64>,
     panic: bool,
 ) -> Option<usize> {
-    let up = |e: &Endpoint| panic || e.is_available();
+    let up = |e: &Endpoint| e.is_available() || (panic && e.is_healthy());
     let first = table.primary(hash)?;
     if avoid.is_empty() && bounded_load.is_none() && up(&endpoints[first]) {
         return Some(first);

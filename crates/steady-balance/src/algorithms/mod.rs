@@ -32,7 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub avoid: &'a [SocketAddr],
     /// Slow-start window, `None` when no endpoint is ramping at `now`.
     pub slow_start: Option<Duration>,
-    /// Panic mode: too few endpoints are available, so availability is ignored.
+    /// Panic mode: too few endpoints are available, so ejections are ignored (active
+    /// health checks still count).
     pub panic: bool,
 }
 
@@ -41,7 +42,7 @@ impl Ctx<'_> {
     #[inline]
     pub fn ok(&self, i: usize) -> bool {
         let e = &self.endpoints[i];
-        (self.panic || e.is_available())
+        (e.is_available() || (self.panic && e.is_healthy()))
             && (self.avoid.is_empty() || !self.avoid.contains(&e.addr()))
     }
 
