@@ -79,8 +79,8 @@ pub struct Gateway {
 pub(crate) struct View {
     /// Bound address of each listener, by name.
     pub(crate) addrs: HashMap<String, SocketAddr>,
-    /// Active health checkers, by upstream name.
-    pub(crate) health: Vec<(Arc<str>, steady_health::HealthHandle)>,
+    /// Upstreams with active health checks (each owns its current checkers).
+    pub(crate) health: Vec<Arc<Upstream>>,
 }
 
 /// Binds a listening socket with a deep backlog and `SO_REUSEADDR`.
@@ -207,7 +207,11 @@ impl Gateway {
         if self.warmed.load(Ordering::Relaxed) {
             return true;
         }
-        let done = self.view().health.iter().all(|(_, h)| h.first_round_done());
+        let done = self
+            .view()
+            .health
+            .iter()
+            .all(|u| u.health_checks().is_none_or(|h| h.first_round_done()));
         if done {
             self.warmed.store(true, Ordering::Relaxed);
         }
@@ -222,8 +226,9 @@ impl Gateway {
         self.view()
             .health
             .iter()
-            .find(|(name, _)| &**name == upstream)
-            .map(|(_, h)| h.reports())
+            .find(|u| &*u.name == upstream)
+            .and_then(|u| u.health_checks())
+            .map(|h| h.reports())
     }
 
     /// Answers `/readyz` with 503 from now on, while listeners keep accepting: the first

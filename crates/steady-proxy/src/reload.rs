@@ -135,10 +135,9 @@ enum ListenerKind {
     Tcp(Arc<ArcSwap<Upstream>>),
 }
 
-/// An upstream in service and its health checkers.
+/// An upstream in service (it owns its health checkers).
 struct RunningUpstream {
     upstream: Arc<Upstream>,
-    health: Option<steady_health::HealthHandle>,
 }
 
 /// What step 1 prepared for one listener of the new config.
@@ -468,18 +467,19 @@ impl Gateway {
                 }
                 // Replaced: stop its checkers before new ones take over its reports.
                 old.upstream.retire();
-                let previous = old.health.as_ref().map(|h| h.reports()).unwrap_or_default();
-                let health = self.start_upstream(&upstream, u, &previous);
-                if health.is_none() && old.health.is_some() {
+                let old_health = old.upstream.health_checks();
+                let previous = old_health.as_ref().map(|h| h.reports()).unwrap_or_default();
+                let health = self.start_upstream(&upstream, &previous);
+                if health.is_none() && old_health.is_some() {
                     // No more active checks: nothing would mark them up again.
                     for e in upstream.endpoints().endpoints() {
                         e.set_available(true);
                     }
                 }
-                running_upstreams.insert(u.name.clone(), RunningUpstream { upstream, health });
+                running_upstreams.insert(u.name.clone(), RunningUpstream { upstream });
             } else {
-                let health = self.start_upstream(&upstream, u, &[]);
-                running_upstreams.insert(u.name.clone(), RunningUpstream { upstream, health });
+                self.start_upstream(&upstream, &[]);
+                running_upstreams.insert(u.name.clone(), RunningUpstream { upstream });
             }
         }
         for (name, old) in old_upstreams {
@@ -573,10 +573,8 @@ impl Gateway {
                 health: config
                     .upstreams
                     .iter()
-                    .filter_map(|u| {
-                        let running = &control.upstreams[&u.name];
-                        Some((running.upstream.name.clone(), running.health.clone()?))
-                    })
+                    .map(|u| control.upstreams[&u.name].upstream.clone())
+                    .filter(|u| u.health_checks().is_some())
                     .collect(),
             };
         }
@@ -593,24 +591,10 @@ impl Gateway {
     fn start_upstream(
         &self,
         upstream: &Arc<Upstream>,
-        config: &steady_config::Upstream,
         previous: &[(SocketAddr, steady_health::HealthReport)],
     ) -> Option<steady_health::HealthHandle> {
         upstream.spawn_background();
-        let active = config.health.as_ref()?.active.as_ref()?;
-        let endpoints = upstream.endpoints().endpoints().to_vec();
-        let span = tracing::info_span!("health", upstream = %config.name);
-        let handle = span.in_scope(|| {
-            steady_health::spawn_resuming(
-                endpoints,
-                active.clone(),
-                upstream.tasks().child_token(),
-                previous,
-            )
-        });
-        // A passing check readmits an endpoint passive detection ejected.
-        upstream.spawn_readmit_on_health(handle.clone(), active.interval);
-        Some(handle)
+        upstream.start_health(previous)
     }
 
     /// Starts the accept loops of a newly bound listener, one per worker.

@@ -73,6 +73,9 @@ pub struct Upstream {
     pub breakers: Arc<crate::breakers::Breakers>,
     /// Ejections by outlier detection since start.
     ejections: std::sync::atomic::AtomicU64,
+    /// Active health checks: their config and the checkers running now (replaced when
+    /// DNS changes the endpoints, so new addresses are probed too).
+    health: Option<ActiveChecks>,
     /// Ejections outlier detection wanted but `max_ejection_percent` refused.
     skipped: std::sync::atomic::AtomicU64,
     /// `skipped` when a skip was last logged, and when: skips are
@@ -181,6 +184,14 @@ impl Upstream {
                 previous.map_or(0, |p| p.ejections_skipped()),
             ),
             skip_log: Mutex::new((0, None)),
+            health: config
+                .health
+                .as_ref()
+                .and_then(|h| h.active.clone())
+                .map(|config| ActiveChecks {
+                    config,
+                    running: Mutex::new(None),
+                }),
             config: config.clone(),
             tasks: parent.child_token(),
             local: gateway_locality(local),
@@ -301,6 +312,12 @@ impl Upstream {
                 }));
             }
         }
+        self.install(next, &current, force);
+    }
+
+    /// Swaps in `next` as the endpoint set if it differs from `current` (or `force`),
+    /// and points outlier detection and active health checks at it.
+    fn install(&self, next: Vec<Arc<Endpoint>>, current: &EndpointSet, force: bool) {
         let changed = next.len() != current.endpoints().len()
             || next
                 .iter()
@@ -319,6 +336,14 @@ impl Upstream {
                 .with_panic_threshold(self.panic_threshold)
                 .with_locality(&self.local, self.overprovisioning);
             self.set.store(Arc::new(set));
+            // Running checkers probe the old list: replace them, keeping the verdicts of
+            // endpoints that stay, so new addresses are probed before they are trusted
+            // (per `health.active.initial`).
+            if changed {
+                if let Some(running) = self.health_checks() {
+                    self.restart_health(&running.reports());
+                }
+            }
         }
     }
 
@@ -414,21 +439,19 @@ impl Upstream {
     /// Readmits ejected endpoints whose active health check passed after they were
     /// ejected (Envoy's `successful_active_health_check_uneject_host`), every `every`
     /// until retired. Does nothing without outlier detection.
-    pub fn spawn_readmit_on_health(
-        self: &Arc<Self>,
-        health: steady_health::HealthHandle,
-        every: Duration,
-    ) {
+    fn spawn_readmit_on_health(self: &Arc<Self>, every: Duration) {
         if self.outlier.is_none() {
             return;
         }
         self.spawn_every(every, self.tasks.clone(), move |this| {
-            let health = health.clone();
             async move {
                 let Some(outlier) = &this.outlier else { return };
                 if !this.endpoints().endpoints().iter().any(|e| e.is_ejected()) {
                     return;
                 }
+                let Some(health) = this.health_checks() else {
+                    return;
+                };
                 let reports = health.reports();
                 let events: Vec<OutlierEvent> = {
                     let mut detector = lock(outlier);
@@ -447,6 +470,58 @@ impl Upstream {
                 this.log_events(events);
             }
         });
+    }
+
+    /// Starts active health checks of the current endpoints, if configured: endpoints
+    /// with a report in `previous` resume from it. Returns the checkers' handle.
+    ///
+    /// Also starts the watcher that lets a passing check readmit an ejected endpoint.
+    /// The checkers stop when the upstream is retired, and are replaced (resuming their
+    /// own reports) whenever DNS re-resolution changes the endpoints.
+    pub fn start_health(
+        self: &Arc<Self>,
+        previous: &[(SocketAddr, steady_health::HealthReport)],
+    ) -> Option<steady_health::HealthHandle> {
+        let interval = self.health.as_ref()?.config.interval;
+        let handle = self.restart_health(previous)?;
+        self.spawn_readmit_on_health(interval);
+        Some(handle)
+    }
+
+    /// (Re)starts the checkers over the current endpoint set, stopping the old ones.
+    fn restart_health(
+        &self,
+        previous: &[(SocketAddr, steady_health::HealthReport)],
+    ) -> Option<steady_health::HealthHandle> {
+        let checks = self.health.as_ref()?;
+        if self.tasks.is_cancelled() {
+            return None;
+        }
+        let endpoints = self.endpoints().endpoints().to_vec();
+        let stop = self.tasks.child_token();
+        let span = tracing::info_span!("health", upstream = %self.name);
+        let handle = span.in_scope(|| {
+            steady_health::spawn_resuming(endpoints, checks.config.clone(), stop.clone(), previous)
+        });
+        let old = checks
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace((handle.clone(), stop));
+        if let Some((_, old_stop)) = old {
+            old_stop.cancel();
+        }
+        Some(handle)
+    }
+
+    /// The running active health checkers, if the upstream has them.
+    pub fn health_checks(&self) -> Option<steady_health::HealthHandle> {
+        let checks = self.health.as_ref()?;
+        let running = checks
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        running.as_ref().map(|(handle, _)| handle.clone())
     }
 
     /// Ejections by outlier detection since start.
@@ -502,6 +577,13 @@ impl Upstream {
 }
 
 /// The limiter settings a `concurrency` block stands for.
+/// An upstream's active health checks.
+struct ActiveChecks {
+    config: steady_config::health::ActiveHealth,
+    /// The checkers and the token that stops them.
+    running: Mutex<Option<(steady_health::HealthHandle, CancellationToken)>>,
+}
+
 /// How often an upstream logs ejections that `max_ejection_percent` refused.
 pub const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -569,5 +651,66 @@ mod tests {
         assert_eq!(cookie(&parts, "session"), Some(&b"xyz"[..]));
         assert_eq!(cookie(&parts, "sess"), None);
         assert_eq!(cookie(&parts, "c"), None);
+    }
+
+    fn config(yaml: &str) -> steady_config::Upstream {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    /// DNS answers that change (simulated by installing a new set, as `resolve` does)
+    /// get health-checked: the new address is probed, the kept one keeps its verdict.
+    #[tokio::test]
+    async fn endpoints_added_by_dns_are_health_checked() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        tokio::spawn(async move { while live.accept().await.is_ok() {} });
+        let dead = steady_testkit::dead_addr();
+        let upstream = Upstream::build(
+            &config(&format!(
+                "{{name: app, endpoints: [{{address: '{live_addr}'}}], health: {{active: \
+                 {{tcp: {{}}, interval: 20ms, timeout: 10ms, healthy_threshold: 1, \
+                 unhealthy_threshold: 1}}}}}}"
+            )),
+            1,
+            None,
+            &CancellationToken::new(),
+            None,
+        )
+        .await;
+        let first = upstream
+            .start_health(&[])
+            .expect("active checks configured");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !first.first_round_done() {
+            assert!(Instant::now() < deadline, "first round never finished");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // DNS now also answers an address nothing listens on.
+        let current = upstream.endpoints();
+        let mut next = current.endpoints().to_vec();
+        let kept = next[0].clone();
+        next.push(Arc::new(Endpoint::new(
+            "app.internal:1",
+            dead,
+            1,
+            Instant::now().into_std(),
+        )));
+        upstream.install(next, &current, false);
+
+        let checks = upstream.health_checks().unwrap();
+        let addrs: Vec<SocketAddr> = checks.reports().iter().map(|(a, _)| *a).collect();
+        assert_eq!(addrs, [live_addr, dead], "the checkers follow the new set");
+        assert!(kept.is_available(), "the kept endpoint keeps its verdict");
+        let added = upstream.endpoints().get(dead).unwrap().clone();
+        while added.is_available() {
+            assert!(
+                Instant::now() < deadline,
+                "the added endpoint was never probed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(kept.is_available());
+        upstream.retire();
     }
 }
