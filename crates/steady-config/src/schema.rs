@@ -413,11 +413,48 @@ pub struct Passive {
     /// Below this share of available endpoints (percent), balance over all of them.
     #[serde(default = "defaults::panic_threshold")]
     pub panic_threshold: u32,
+    /// Success-rate ejection each `interval`; on with Envoy's settings unless `null`.
+    #[serde(default = "defaults::success_rate")]
+    pub success_rate: Option<SuccessRate>,
+    /// Failure-percentage ejection each `interval`; off unless set.
+    #[serde(default)]
+    pub failure_percentage: Option<FailurePercentage>,
+}
+
+/// Success-rate ejection (Envoy's `success_rate_*`): endpoints whose success rate over
+/// an interval is more than `stdev_factor` standard deviations below the mean.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessRate {
+    /// Endpoints with `request_volume` needed before the rule runs at all.
+    #[serde(default = "defaults::sr_min_hosts")]
+    pub min_hosts: u32,
+    /// Requests in one interval an endpoint needs to be judged.
+    #[serde(default = "defaults::sr_request_volume")]
+    pub request_volume: u32,
+    /// Ejects below `mean − stdev_factor × stdev`.
+    #[serde(default = "defaults::sr_stdev_factor")]
+    pub stdev_factor: f64,
+}
+
+/// Failure-percentage ejection (Envoy's `failure_percentage_*`): endpoints failing at
+/// least `threshold` of their requests over an interval.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailurePercentage {
+    /// Share of failed requests that ejects, in percent.
+    #[serde(default = "defaults::fp_threshold")]
+    pub threshold: u32,
+    /// Endpoints with `request_volume` needed before the rule runs at all.
+    #[serde(default = "defaults::fp_min_hosts")]
+    pub min_hosts: u32,
+    /// Requests in one interval an endpoint needs to be judged.
+    #[serde(default = "defaults::fp_request_volume")]
+    pub request_volume: u32,
 }
 
 impl Passive {
-    /// The detector settings these stand for (success-rate ejection on with Envoy's
-    /// defaults; it only acts with at least 5 endpoints of 100 requests an interval).
+    /// The detector settings these stand for.
     pub fn outlier_config(&self) -> steady_balance::OutlierConfig {
         steady_balance::OutlierConfig {
             consecutive_failures: self.consecutive_failures,
@@ -427,6 +464,21 @@ impl Passive {
             max_ejection: self.max_ejection,
             max_ejection_percent: self.max_ejection_percent,
             panic_threshold: self.panic_threshold,
+            success_rate: self
+                .success_rate
+                .as_ref()
+                .map(|r| steady_balance::SuccessRate {
+                    min_hosts: r.min_hosts,
+                    request_volume: r.request_volume,
+                    stdev_factor: r.stdev_factor,
+                }),
+            failure_percentage: self.failure_percentage.as_ref().map(|f| {
+                steady_balance::FailurePercentage {
+                    threshold: f.threshold,
+                    min_hosts: f.min_hosts,
+                    request_volume: f.request_volume,
+                }
+            }),
             ..steady_balance::OutlierConfig::default()
         }
     }
@@ -719,5 +771,30 @@ pub mod defaults {
     }
     pub(crate) fn overprovisioning() -> f64 {
         1.4
+    }
+    pub(crate) fn success_rate() -> Option<SuccessRate> {
+        Some(SuccessRate {
+            min_hosts: sr_min_hosts(),
+            request_volume: sr_request_volume(),
+            stdev_factor: sr_stdev_factor(),
+        })
+    }
+    pub(crate) fn sr_min_hosts() -> u32 {
+        5
+    }
+    pub(crate) fn sr_request_volume() -> u32 {
+        100
+    }
+    pub(crate) fn sr_stdev_factor() -> f64 {
+        1.9
+    }
+    pub(crate) fn fp_threshold() -> u32 {
+        85
+    }
+    pub(crate) fn fp_min_hosts() -> u32 {
+        5
+    }
+    pub(crate) fn fp_request_volume() -> u32 {
+        50
     }
 }
