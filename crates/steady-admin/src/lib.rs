@@ -6,6 +6,8 @@
 //! - [`serve`]: binds nothing itself; runs the admin HTTP server on a bound listener.
 //! - `route`: maps admin paths to answers (`/livez`, `/readyz`, `/startupz`, `/metrics`,
 //!   `/api/upstreams`, `/`).
+//! - `routes`: `/api/routes` (golden signals per route) and
+//!   `/api/routes/NAME/latency` (the full latency distribution, JSON or `.hgrm`).
 //! - `reload`: `POST /reload` reloads the config file, as SIGHUP does, and answers
 //!   with what changed or why the file was refused.
 
@@ -20,6 +22,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use steady_proxy::Gateway;
 use tokio::net::TcpListener;
+
+mod routes;
 use tokio_util::sync::CancellationToken;
 
 /// Content type Prometheus expects for the OpenMetrics text format.
@@ -120,10 +124,36 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let body = serde_json::to_vec_pretty(&upstreams_json(gateway)).unwrap_or_default();
             text(StatusCode::OK, "application/json", body)
         }
+        "/api/routes" => {
+            let body =
+                serde_json::to_vec_pretty(&routes::routes_json(gateway)).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
+        }
+        path if path.starts_with("/api/routes/") && path.ends_with("/latency") => {
+            let name = &path["/api/routes/".len()..path.len() - "/latency".len()];
+            match routes::latency(gateway, name, req.uri().query()) {
+                routes::Latency::Json(v) => text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec_pretty(&v).unwrap_or_default(),
+                ),
+                routes::Latency::Hgrm(t) => text(StatusCode::OK, "text/plain; charset=utf-8", t),
+                routes::Latency::NotFound(m) => text(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    serde_json::json!({ "error": m }).to_string(),
+                ),
+                routes::Latency::BadRequest(m) => text(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    serde_json::json!({ "error": m }).to_string(),
+                ),
+            }
+        }
         "/" => text(
             StatusCode::OK,
             "text/plain",
-            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  POST /reload\n",
+            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  /api/routes\n  /api/routes/NAME/latency?window=5m[&format=hgrm]  POST /reload\n",
         ),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -2,16 +2,11 @@
 //! and its query API returns steady's series: traffic per route and status class, the
 //! latency histogram usable by `histogram_quantile`, and per-endpoint gauges.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
-
-use steady_proxy::Gateway;
-use steady_testkit::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 /// Kills Prometheus when the test ends, however it ends.
 struct Prometheus {
@@ -72,20 +67,9 @@ fn start_prometheus(target: SocketAddr) -> Prometheus {
     }
 }
 
-/// GETs `path` over HTTP/1.1 and returns the body (empty if the server is not up yet).
+/// GETs `path` and returns the body (empty if the server is not up yet).
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        return String::new();
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+    common::get(addr, path).await.1
 }
 
 /// Queries Prometheus until `query` returns at least one series (bounded), and returns
@@ -123,26 +107,8 @@ fn encode(q: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_steady_and_answers_queries() {
-    let backend = Backend::start("a").await;
-    let yaml = format!(
-        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
-routes: [{{name: api, listener: web, upstream: app}}]
-upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
-",
-        backend.addr()
-    );
-    let config = steady_config::parse(&yaml, "<test>").unwrap();
-    let gateway: Arc<Gateway> = Gateway::start(&config).await.unwrap();
-    let web = gateway.listener_addr("web").unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(steady_admin::serve(
-        admin,
-        gateway.clone(),
-        None,
-        stop.clone(),
-    ));
+    let steady = common::start().await;
+    let (web, admin_addr) = (steady.web, steady.admin);
 
     for _ in 0..20 {
         assert!(http_get(web, "/").await.contains("\"backend\""));
@@ -173,5 +139,4 @@ upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
     let rss = query_until_present(&prom, "process_resident_memory_bytes{job=\"steady\"}").await;
     let bytes: f64 = rss[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!(bytes > 1e6, "{rss:?}");
-    stop.cancel();
 }

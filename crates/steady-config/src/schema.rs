@@ -40,6 +40,30 @@ pub struct Config {
     /// The JSON access log; none: no access log.
     #[serde(default)]
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// What `/metrics` exports.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Upper bounds of the `steady_request_duration_seconds` buckets, derived from the
+    /// full latency histograms (so any layout works, and changing it loses nothing).
+    #[serde(
+        default = "defaults::latency_buckets",
+        deserialize_with = "crate::units::de_durations"
+    )]
+    pub latency_buckets: Vec<Duration>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            latency_buckets: defaults::latency_buckets(),
+        }
+    }
 }
 
 /// Process-wide settings.
@@ -771,6 +795,15 @@ pub mod defaults {
     }
     pub(crate) fn overprovisioning() -> f64 {
         1.4
+    }
+    pub(crate) fn latency_buckets() -> Vec<Duration> {
+        [
+            500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+            2_500_000, 5_000_000, 10_000_000,
+        ]
+        .into_iter()
+        .map(Duration::from_micros)
+        .collect()
     }
     pub(crate) fn success_rate() -> Option<SuccessRate> {
         Some(SuccessRate {

@@ -80,6 +80,14 @@ pub fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     deserializer.deserialize_any(DurationVisitor)
 }
 
+/// Deserializes a list of [`Duration`]s (serde `deserialize_with`).
+pub fn de_durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct One(#[serde(deserialize_with = "de_duration")] Duration);
+    let list = <Vec<One> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|One(d)| d).collect())
+}
+
 /// Deserializes an optional [`Duration`]; `null` is `None` (serde `deserialize_with`).
 pub fn de_opt_duration<'de, D: Deserializer<'de>>(
     deserializer: D,

@@ -90,6 +90,16 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
     check_routes(config, ctx, &mut issues);
     check_upstreams(config, &mut issues);
     check_admission(config, &mut issues);
+    let buckets = root.key("metrics").key("latency_buckets");
+    if config.metrics.latency_buckets.is_empty() {
+        issues.push(Issue::new(
+            buckets.clone(),
+            "needs at least one bucket bound",
+        ));
+    }
+    if config.metrics.latency_buckets.iter().any(|d| d.is_zero()) {
+        issues.push(Issue::new(buckets, "bucket bounds must be greater than 0s"));
+    }
     if let Some(log) = &config.access_log {
         for (field, message) in log.problems() {
             issues.push(Issue::new(root.key("access_log").key(field), message));

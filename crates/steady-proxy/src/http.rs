@@ -139,7 +139,7 @@ async fn proxy(
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
             route
                 .metrics
-                .record(response.status().as_u16(), start.elapsed());
+                .record(&parts.method, response.status().as_u16(), start.elapsed());
             return response;
         }
     }
@@ -148,7 +148,14 @@ async fn proxy(
     let rate = if route.admission.has_limits() {
         let verdict = route.admission.check(&parts, client.ip()).await;
         if verdict.refused.is_some() {
-            return refuse(route, Kind::RateLimited, &request_id, Some(&verdict), start);
+            return refuse(
+                route,
+                &parts.method,
+                Kind::RateLimited,
+                &request_id,
+                Some(&verdict),
+                start,
+            );
         }
         Some(verdict)
     } else {
@@ -164,8 +171,14 @@ async fn proxy(
                     listener
                         .metrics
                         .shed(&route.upstream.name, priority, shed.reason());
-                    let mut response =
-                        refuse(route, Kind::Overload, &request_id, rate.as_ref(), start);
+                    let mut response = refuse(
+                        route,
+                        &parts.method,
+                        Kind::Overload,
+                        &request_id,
+                        rate.as_ref(),
+                        start,
+                    );
                     response.headers_mut().insert(
                         header::RETRY_AFTER,
                         crate::admit::retry_after_value(limiter.retry_after()),
@@ -185,7 +198,14 @@ async fn proxy(
         Ok(slot) => slot,
         Err(breaker) => {
             let kind = Kind::from_breaker(breaker);
-            return refuse(route, kind, &request_id, rate.as_ref(), start);
+            return refuse(
+                route,
+                &parts.method,
+                kind,
+                &request_id,
+                rate.as_ref(),
+                start,
+            );
         }
     };
 
@@ -220,10 +240,17 @@ async fn proxy(
             }
             route
                 .metrics
-                .record(response.status().as_u16(), start.elapsed());
+                .record(&parts.method, response.status().as_u16(), start.elapsed());
             response
         }
-        Err(kind) => refuse(route, kind, &request_id, rate.as_ref(), start),
+        Err(kind) => refuse(
+            route,
+            &parts.method,
+            kind,
+            &request_id,
+            rate.as_ref(),
+            start,
+        ),
     }
 }
 
@@ -231,6 +258,7 @@ async fn proxy(
 /// rate-limit headers.
 fn refuse(
     route: &Route,
+    method: &http::Method,
     kind: Kind,
     request_id: &HeaderValue,
     rate: Option<&crate::admit::RateVerdict>,
@@ -243,7 +271,7 @@ fn refuse(
     }
     route
         .metrics
-        .record(response.status().as_u16(), start.elapsed());
+        .record(method, response.status().as_u16(), start.elapsed());
     response
 }
 

@@ -168,6 +168,18 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// Returns both distributions together (a window covers the longer of the two).
+    pub fn merged(&self, other: &Distribution) -> Distribution {
+        Distribution {
+            counts: self
+                .counts
+                .wrapping_add(&other.counts)
+                .unwrap_or_else(|_| self.counts.clone()),
+            sum_micros: self.sum_micros.zip(other.sum_micros).map(|(a, b)| a + b),
+            window: self.window.max(other.window),
+        }
+    }
+
     /// Returns how many values it holds.
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|b| b.count()).sum()
@@ -228,7 +240,6 @@ impl Distribution {
     /// milliseconds, as `outputPercentileDistribution(out, 5, 1000.0)` writes it; the
     /// HdrHistogram plotter reads it as is.
     pub fn hgrm(&self) -> String {
-        const TICKS_PER_HALF: u32 = 5;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -237,21 +248,17 @@ impl Distribution {
         );
         let total = self.count();
         if total > 0 {
-            // As HdrHistogram's percentile iterator: stop once the last value is
-            // reached, then report 100%.
-            for q in percentile_ticks(TICKS_PER_HALF) {
-                let value = self.quantile(q).unwrap_or_default();
-                let below = self.cumulative_micros(value.as_micros() as u64);
+            for (q, value, below) in self.distribution_points() {
                 let ms = value.as_secs_f64() * 1e3;
-                if q >= 1.0 || below >= total {
-                    let _ = writeln!(out, "{ms:>12.3} {:>2.12} {total:>10}", 1.0);
-                    break;
+                if q >= 1.0 {
+                    let _ = writeln!(out, "{ms:>12.3} {:>2.12} {below:>10}", 1.0);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{ms:>12.3} {q:>2.12} {below:>10} {:>14.2}",
+                        1.0 / (1.0 - q)
+                    );
                 }
-                let _ = writeln!(
-                    out,
-                    "{ms:>12.3} {q:>2.12} {below:>10} {:>14.2}",
-                    1.0 / (1.0 - q)
-                );
             }
         }
         let mean = self.mean_seconds().unwrap_or(0.0) * 1e3;
@@ -271,6 +278,30 @@ impl Distribution {
             u32::from(MAX_VALUE_POWER - GROUPING_POWER) + 1,
             1u32 << GROUPING_POWER
         );
+        out
+    }
+
+    /// The percentile distribution at HdrHistogram's reporting levels (5 ticks per
+    /// halving of the distance to 100%), as `(quantile, value, values at most it)`,
+    /// ending with quantile 1.0 once every value is covered; empty when empty.
+    pub fn distribution_points(&self) -> Vec<(f64, Duration, u64)> {
+        const TICKS_PER_HALF: u32 = 5;
+        let total = self.count();
+        let mut out = Vec::new();
+        if total == 0 {
+            return out;
+        }
+        // As HdrHistogram's percentile iterator: stop once the last value is reached,
+        // then report 100%.
+        for q in percentile_ticks(TICKS_PER_HALF) {
+            let value = self.quantile(q).unwrap_or_default();
+            let below = self.cumulative_micros(value.as_micros() as u64);
+            if q >= 1.0 || below >= total {
+                out.push((1.0, value, total));
+                break;
+            }
+            out.push((q, value, below));
+        }
         out
     }
 

@@ -21,6 +21,8 @@
 //!   its recent latency); `http` runs the race.
 //! - [`latency`]: lock-free HDR-style latency histograms with recent windows,
 //!   percentiles, Prometheus buckets and `.hgrm` output.
+//! - [`route_stats`]: per-route requests by method and status class, failures by
+//!   reason and the latency histogram, exported at scrape time.
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
@@ -50,6 +52,7 @@ pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod reload;
+pub mod route_stats;
 pub mod router;
 pub mod tcp;
 pub mod tls;

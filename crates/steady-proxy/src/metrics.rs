@@ -5,7 +5,6 @@
 //! balancer's own counters at scrape time.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -14,12 +13,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use steady_limit::RedisStore;
 
-use crate::error::Kind;
 use crate::upstream::Upstream;
 
 type Labels = Vec<(&'static str, String)>;
@@ -31,17 +28,11 @@ pub type SharedUpstreams = Arc<ArcSwap<Vec<Arc<Upstream>>>>;
 /// The Redis store of global rate limits, if any; a reload may replace it.
 pub type SharedRedis = Arc<ArcSwapOption<RedisStore>>;
 
-/// Latency buckets (seconds) of the request duration histogram.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// All metric families of one gateway.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
+    /// Every route's requests, failures and latency histogram.
+    routes: crate::route_stats::RouteTable,
     /// Client connections currently open, per listener.
     pub connections: Family<Labels, Gauge>,
     /// Client connections accepted, per listener.
@@ -71,28 +62,10 @@ impl Metrics {
     /// time, so they follow reloads.
     pub fn new(upstreams: SharedUpstreams, redis: SharedRedis) -> Metrics {
         let mut registry = Registry::default();
-        let requests = Family::<Labels, Counter>::default();
-        let failures = Family::<Labels, Counter>::default();
-        let duration = Family::<Labels, Histogram>::new_with_constructor(
-            (|| Histogram::new(BUCKETS.iter().copied())) as fn() -> Histogram,
-        );
+        let routes = crate::route_stats::RouteTable::default();
+        registry.register_collector(Box::new(crate::route_stats::RouteCollector(routes.clone())));
         let connections = Family::<Labels, Gauge>::default();
         let connections_total = Family::<Labels, Counter>::default();
-        registry.register(
-            "steady_requests",
-            "Requests answered, by route, upstream and status class",
-            requests.clone(),
-        );
-        registry.register(
-            "steady_request_failures",
-            "Requests steady failed itself, by route and reason",
-            failures.clone(),
-        );
-        registry.register(
-            "steady_request_duration_seconds",
-            "Time from request head to response head, by route",
-            duration.clone(),
-        );
         registry.register(
             "steady_downstream_connections",
             "Client connections open, by listener",
@@ -168,9 +141,7 @@ impl Metrics {
         last_reload_success.set(unix_now());
         Metrics {
             registry,
-            requests,
-            failures,
-            duration,
+            routes,
             connections,
             connections_total,
             rate_limited,
@@ -196,32 +167,20 @@ impl Metrics {
         }
     }
 
-    /// Pre-creates the series of one route.
+    /// Returns the stats of one route (kept across reloads that keep the route and its
+    /// upstream).
     pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
-        let class = |c: &str| {
-            self.requests
-                .get_or_create(&vec![
-                    ("route", route.to_string()),
-                    ("upstream", upstream.to_string()),
-                    ("code", c.to_string()),
-                ])
-                .clone()
-        };
-        RouteMetrics {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
-            duration: self
-                .duration
-                .get_or_create(&vec![("route", route.to_string())])
-                .clone(),
-            failures: self.failures.clone(),
-            route: route.to_string(),
-        }
+        self.routes.get_or_create(route, upstream)
+    }
+
+    /// Every route's stats, for the admin API.
+    pub fn routes(&self) -> Vec<RouteMetrics> {
+        self.routes.all()
+    }
+
+    /// Sets the bucket bounds (seconds) `/metrics` derives from the latency histograms.
+    pub fn set_latency_buckets(&self, bounds: Vec<f64>) {
+        self.routes.set_buckets(bounds);
     }
 
     /// Pre-creates the counters of one rate limit: `(limited, fallback)`.
@@ -300,33 +259,8 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Series of one route, recorded without lookups.
-#[derive(Clone)]
-pub struct RouteMetrics {
-    by_class: [Counter; 5],
-    duration: Histogram,
-    failures: Family<Labels, Counter>,
-    route: String,
-}
-
-impl RouteMetrics {
-    /// Records an answered request.
-    pub fn record(&self, status: u16, elapsed: Duration) {
-        let idx = (status / 100).clamp(1, 5) as usize - 1;
-        self.by_class[idx].inc();
-        self.duration.observe(elapsed.as_secs_f64());
-    }
-
-    /// Records a failure steady produced itself (rare path: label lookup is fine).
-    pub fn failure(&self, kind: Kind) {
-        self.failures
-            .get_or_create(&vec![
-                ("route", self.route.clone()),
-                ("reason", kind.reason().to_string()),
-            ])
-            .inc();
-    }
-}
+/// The golden signals of one route, recorded without lookups or locks.
+pub type RouteMetrics = Arc<crate::route_stats::RouteStats>;
 
 /// Reads one gauge value off an endpoint.
 type ReadGauge = fn(&steady_balance::Endpoint) -> i64;

@@ -454,7 +454,17 @@ impl Gateway {
             tcp_upstreams.push(None);
         }
 
-        // 4. Commit. Upstreams first, so that new endpoints have their initial health
+        // 4. Commit. The latency buckets `/metrics` derives (the histograms keep
+        // everything, so a new layout loses nothing).
+        self.metrics.set_latency_buckets(
+            config
+                .metrics
+                .latency_buckets
+                .iter()
+                .map(std::time::Duration::as_secs_f64)
+                .collect(),
+        );
+        // Upstreams first, so that new endpoints have their initial health
         // before any request can reach them.
         let mut old_upstreams = std::mem::take(&mut control.upstreams);
         let mut running_upstreams = HashMap::new();

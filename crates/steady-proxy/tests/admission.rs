@@ -87,9 +87,9 @@ async fn over_a_local_limit_answers_429_with_retry_after_and_ratelimit_headers()
         ),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("steady_requests_total{route=\"api\",upstream=\"app\",code=\"4xx\"} 1")
-    );
+    assert!(metrics.contains(
+        "steady_requests_total{route=\"api\",upstream=\"app\",method=\"GET\",code=\"4xx\"} 1"
+    ));
 }
 
 #[tokio::test]
