@@ -66,6 +66,178 @@ pub struct Entry<'a> {
     pub failure: Option<&'a str>,
 }
 
+tokio::task_local! {
+    /// What the request being served learned so far, when an access log is on: set
+    /// by `http::handle` around the request's future, filled by the phases that know
+    /// (route match, attempts, the failure), read when the line is written.
+    pub(crate) static REQUEST: Arc<RequestFacts>;
+}
+
+/// What a request's phases tell its access-log line.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    route: Mutex<Option<(Arc<str>, Arc<str>)>>,
+    endpoint: Mutex<Option<SocketAddr>>,
+    attempts: AtomicU64,
+    upstream_nanos: AtomicU64,
+    failure: Mutex<Option<&'static str>>,
+}
+
+impl RequestFacts {
+    /// Runs `f` on the current request's facts, if an access log is on.
+    #[inline]
+    pub(crate) fn with(f: impl FnOnce(&RequestFacts)) {
+        let _ = REQUEST.try_with(|facts| f(facts));
+    }
+
+    /// The route (and its upstream) that matched.
+    pub(crate) fn set_route(&self, route: &Arc<str>, upstream: &Arc<str>) {
+        *lock(&self.route) = Some((route.clone(), upstream.clone()));
+    }
+
+    /// One upstream attempt to `endpoint` that took `took` to its response head (or
+    /// failure).
+    pub(crate) fn attempt(&self, endpoint: SocketAddr, took: Duration) {
+        *lock(&self.endpoint) = Some(endpoint);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.upstream_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The failure steady answered with.
+    pub(crate) fn fail(&self, reason: &'static str) {
+        *lock(&self.failure) = Some(reason);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The request side of a line, known when the response head leaves; the line is
+/// written when the response body ends (or the client goes away).
+#[derive(Debug)]
+pub struct PendingLine {
+    log: Arc<AccessLog>,
+    facts: Arc<RequestFacts>,
+    time: SystemTime,
+    start: Instant,
+    ttfb: Duration,
+    request_id: Option<String>,
+    client: SocketAddr,
+    method: http::Method,
+    host: Option<String>,
+    path: String,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    written: bool,
+}
+
+impl PendingLine {
+    /// Captures what the response head knows.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new<B>(
+        log: Arc<AccessLog>,
+        facts: Arc<RequestFacts>,
+        req: &http::Request<B>,
+        client: SocketAddr,
+    ) -> PendingLine {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let bytes_in = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        PendingLine {
+            log,
+            facts,
+            time: SystemTime::now(),
+            start: Instant::now(),
+            ttfb: Duration::ZERO,
+            request_id: None,
+            client,
+            method: req.method().clone(),
+            host,
+            path: req.uri().path().to_string(),
+            status: 0,
+            bytes_in,
+            bytes_out: 0,
+            written: false,
+        }
+    }
+
+    /// Records the response head: status, request id, and the time to it.
+    pub(crate) fn head<B>(&mut self, response: &http::Response<B>) {
+        self.status = response.status().as_u16();
+        self.ttfb = self.start.elapsed();
+        self.request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
+
+    /// The request's facts, to scope the request's future with.
+    pub(crate) fn facts(&self) -> Arc<RequestFacts> {
+        self.facts.clone()
+    }
+
+    /// Counts response body bytes sent.
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.bytes_out += bytes as u64;
+    }
+
+    /// Writes the line (once).
+    pub(crate) fn finish(&mut self) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        let route = lock(&self.facts.route).clone();
+        let endpoint = *lock(&self.facts.endpoint);
+        let failure = *lock(&self.facts.failure);
+        let attempts = self.facts.attempts.load(Ordering::Relaxed);
+        let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
+        self.log.log(&Entry {
+            time: Some(self.time),
+            trace_id: None,
+            span_id: None,
+            request_id: self.request_id.as_deref(),
+            client: Some(self.client),
+            method: self.method.as_str(),
+            host: self.host.as_deref(),
+            path: &self.path,
+            status: self.status,
+            route: route.as_ref().map(|(r, _)| &**r),
+            upstream: route.as_ref().map(|(_, u)| &**u),
+            endpoint,
+            attempts: attempts as u32,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration: self.start.elapsed(),
+            upstream_duration: (attempts > 0).then(|| Duration::from_nanos(upstream_nanos)),
+            ttfb: Some(self.ttfb),
+            failure,
+        });
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        // The client went away before the body ended: still one line.
+        self.finish();
+    }
+}
+
 /// A running access log.
 pub struct AccessLog {
     fields: Vec<Field>,
@@ -236,6 +408,33 @@ impl AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.close(Duration::from_secs(5));
+    }
+}
+
+/// Writes `steady_access_log_lines_total{result="written"|"dropped"}` at scrape time.
+#[derive(Debug)]
+pub(crate) struct AccessLogCollector(pub(crate) crate::http::SharedAccessLog);
+
+impl prometheus_client::collector::Collector for AccessLogCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(log) = self.0.load_full() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "steady_access_log_lines",
+            "Access-log lines written, and dropped because the buffer was full",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [("written", log.written()), ("dropped", log.dropped())] {
+            prometheus_client::metrics::counter::ConstCounter::new(n)
+                .encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
     }
 }
 

@@ -170,6 +170,7 @@ pub fn error_response<B>(kind: Kind, request_id: Option<&HeaderValue>) -> Respon
 where
     B: From<Bytes>,
 {
+    crate::access_log::RequestFacts::with(|f| f.fail(kind.reason()));
     let status = kind.status();
     let body = format!(
         "{{\"error\":\"{}\",\"status\":{},\"source\":\"{}\"}}\n",

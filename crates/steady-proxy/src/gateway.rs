@@ -48,6 +48,14 @@ pub enum StartError {
     /// The config refers to something that does not exist (validation should catch it).
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// The access log file cannot be opened.
+    #[error("access_log: cannot open {path}: {source}")]
+    AccessLog {
+        /// The configured path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// A running gateway: listeners accepting, upstreams live.
@@ -63,6 +71,8 @@ pub struct Gateway {
     /// Listener addresses and health checkers, for the admin API; replaced by reloads.
     pub(crate) view: RwLock<View>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The access log, if configured; every HTTP listener shares it.
+    pub(crate) access_log: crate::http::SharedAccessLog,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     ready: AtomicBool,
@@ -155,7 +165,12 @@ impl Gateway {
         };
         let upstreams: SharedUpstreams = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let redis: SharedRedis = Arc::new(ArcSwapOption::empty());
-        let metrics = Arc::new(Metrics::new(upstreams.clone(), redis.clone()));
+        let access_log: crate::http::SharedAccessLog = Arc::new(ArcSwapOption::empty());
+        let metrics = Arc::new(Metrics::new(
+            upstreams.clone(),
+            redis.clone(),
+            access_log.clone(),
+        ));
         let gateway = Arc::new(Gateway {
             workers,
             upstreams,
@@ -163,6 +178,7 @@ impl Gateway {
             http_listeners: Arc::new(ArcSwap::from_pointee(Vec::new())),
             view: RwLock::new(View::default()),
             metrics,
+            access_log,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),

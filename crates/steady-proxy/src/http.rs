@@ -45,7 +45,12 @@ pub struct HttpListener {
     pub tracker: TaskTracker,
     /// The gateway's metrics, for the rare-path counters (shed requests).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The gateway's access log, if on (shared by every listener; a reload swaps it).
+    pub access_log: SharedAccessLog,
 }
+
+/// The access log every listener writes to, swapped whole by a reload.
+pub type SharedAccessLog = Arc<arc_swap::ArcSwapOption<crate::access_log::AccessLog>>;
 
 impl HttpListener {
     /// Creates a listener's request context.
@@ -56,6 +61,7 @@ impl HttpListener {
         limits: &steady_config::ListenerLimits,
         tracker: TaskTracker,
         metrics: Arc<crate::metrics::Metrics>,
+        access_log: SharedAccessLog,
     ) -> HttpListener {
         let listener = HttpListener {
             name: name.into(),
@@ -65,6 +71,7 @@ impl HttpListener {
             body_read_timeout: AtomicU64::new(0),
             tracker,
             metrics,
+            access_log,
         };
         listener.set_limits(limits);
         listener
@@ -107,7 +114,17 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     conn.request_started(req.version() == Version::HTTP_2);
     let _guard = InFlightOnConn(&conn);
-    Ok(proxy(&listener, client, req).await)
+    let Some(log) = listener.access_log.load_full() else {
+        return Ok(proxy(&listener, client, req).await);
+    };
+    // With an access log: the phases note what they learn in a task-local, and the line
+    // is written when the response body ends.
+    let mut line = crate::access_log::PendingLine::new(log, Default::default(), &req, client);
+    let response = crate::access_log::REQUEST
+        .scope(line.facts(), proxy(&listener, client, req))
+        .await;
+    line.head(&response);
+    Ok(response.map(|body| body.logged(line)))
 }
 
 async fn proxy(
@@ -130,6 +147,7 @@ async fn proxy(
         return error_response(Kind::NoRoute, Some(&request_id));
     };
     let route = &*route;
+    crate::access_log::RequestFacts::with(|f| f.set_route(&route.name, &route.upstream.name));
 
     // Fault injection, when configured: rehearsed failures happen before admission.
     if let Some(faults) = &route.faults {
@@ -757,6 +775,7 @@ async fn attempt(
     let upstream = &route.upstream;
     let transport = upstream.transport();
     let in_flight = endpoint.start(start);
+    let _noted = NoteAttempt(endpoint.addr(), start);
     let exchange = async {
         match transport {
             Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
@@ -829,6 +848,16 @@ async fn attempt(
         RequestResult::from_status(status.as_u16()),
     );
     Ok(response)
+}
+
+/// Notes one attempt for the access log when it ends (however it ends).
+struct NoteAttempt(SocketAddr, std::time::Instant);
+
+impl Drop for NoteAttempt {
+    fn drop(&mut self) {
+        let (addr, started) = (self.0, self.1);
+        crate::access_log::RequestFacts::with(|f| f.attempt(addr, started.elapsed()));
+    }
 }
 
 /// Turns an upstream's response into the client's: upgrades spliced, hop-by-hop headers

@@ -60,7 +60,11 @@ impl Metrics {
     /// Creates the registry; `upstreams` feed the endpoint and concurrency gauges,
     /// `redis` the Redis availability of global rate limits. Both are read at scrape
     /// time, so they follow reloads.
-    pub fn new(upstreams: SharedUpstreams, redis: SharedRedis) -> Metrics {
+    pub fn new(
+        upstreams: SharedUpstreams,
+        redis: SharedRedis,
+        access_log: crate::http::SharedAccessLog,
+    ) -> Metrics {
         let mut registry = Registry::default();
         let routes = crate::route_stats::RouteTable::default();
         registry.register_collector(Box::new(crate::route_stats::RouteCollector(routes.clone())));
@@ -107,6 +111,7 @@ impl Metrics {
             shed.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
+        registry.register_collector(Box::new(crate::access_log::AccessLogCollector(access_log)));
         registry.register_collector(Box::new(EndpointCollector {
             upstreams: upstreams.clone(),
         }));

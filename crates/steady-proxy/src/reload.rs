@@ -292,6 +292,19 @@ impl Gateway {
         let n_workers = self.workers.len();
 
         // 1. Everything that can fail, before anything changes.
+        let new_access_log = if control.config.access_log != config.access_log {
+            Some(match &config.access_log {
+                Some(c) => Some(crate::access_log::AccessLog::start(c).map_err(|source| {
+                    StartError::AccessLog {
+                        path: c.path.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            })
+        } else {
+            None
+        };
         for r in &config.routes {
             if !config.upstreams.iter().any(|u| u.name == r.upstream) {
                 return Err(StartError::Invalid(format!(
@@ -454,7 +467,12 @@ impl Gateway {
             tcp_upstreams.push(None);
         }
 
-        // 4. Commit. The latency buckets `/metrics` derives (the histograms keep
+        // 4. Commit. A new or changed access log takes over; the old one writes what
+        // it accepted and closes when the last request holding it ends.
+        if let Some(log) = new_access_log {
+            self.access_log.store(log);
+        }
+        // The latency buckets `/metrics` derives (the histograms keep
         // everything, so a new layout loses nothing).
         self.metrics.set_latency_buckets(
             config
@@ -665,6 +683,7 @@ impl Gateway {
                     &l.limits,
                     self.tracker.clone(),
                     self.metrics.clone(),
+                    self.access_log.clone(),
                 ));
                 for (accept, runtime) in accepts.zip(runtimes) {
                     let (ctx, settings, token) = (ctx.clone(), settings.clone(), stop.clone());

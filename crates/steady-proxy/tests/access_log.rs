@@ -1,0 +1,123 @@
+//! The JSON access log end to end: one line per request with route, endpoint,
+//! attempts, bytes and timings; steady's own failures named; written off the request
+//! path and flushed when the log closes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, start_yaml};
+use steady_testkit::{Backend, Fault};
+
+fn lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Value> {
+    // The writer thread flushes within ~100 ms; poll (bounded) for the lines.
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+            .collect();
+        if lines.len() >= want {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("fewer than {want} lines in {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_one_line_with_what_happened() {
+    let dir = std::env::temp_dir().join(format!("steady-access-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("access.log");
+    let flaky = Backend::start("flaky").await;
+    flaky.set_fault(Fault::Status(503));
+    let good = Backend::start("good").await;
+    let yaml = format!(
+        "access_log: {{path: {path}}}
+listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes:
+  - {{name: nowhere, listener: web, upstream: empty, match: {{path_prefix: /none}}}}
+  - {{name: api, listener: web, upstream: app, match: {{path_prefix: /}}, retries: {{attempts: 2, on: [503], backoff: 1ms}}}}
+upstreams:
+  - name: app
+    balance: round-robin
+    endpoints: [{{address: {flaky}}}, {{address: {good}}}]
+  - name: empty
+    health: {{passive: {{panic_threshold: 0}}}}
+    endpoints: [{{address: {dead}}}]
+",
+        path = path.display(),
+        flaky = flaky.addr(),
+        good = good.addr(),
+        dead = steady_testkit::dead_addr(),
+    );
+    let steady = start_yaml(&yaml).await;
+    let first = get(steady.addr, "/stream/3").await;
+    assert_eq!(first.status, 200);
+    let second = get(steady.addr, "/stream/3").await;
+    assert_eq!(second.status, 200);
+    let _ = get(steady.addr, "/none").await;
+
+    let log = lines(&path, 3);
+    for line in &log[..2] {
+        assert_eq!(line["route"], "api", "{line}");
+        assert_eq!(line["upstream"], "app");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["path"], "/stream/3");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["endpoint"], good.addr().to_string(), "{line}");
+        assert_eq!(line["bytes_out"], 3 * 1024, "{line}");
+        assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(line["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+        let (ttfb, total) = (
+            line["ttfb"].as_f64().unwrap(),
+            line["duration"].as_f64().unwrap(),
+        );
+        assert!(0.0 < ttfb && ttfb <= total, "{line}");
+        assert!(line.get("failure").is_none());
+    }
+    // Round robin starts one of the two on the 503-er: that one took two attempts.
+    let attempts: Vec<u64> = log[..2]
+        .iter()
+        .map(|l| l["attempts"].as_u64().unwrap())
+        .collect();
+    assert!(
+        attempts.contains(&2) && attempts.iter().all(|&a| a >= 1),
+        "{attempts:?}"
+    );
+
+    let metrics = steady.gateway.metrics().encode();
+    assert!(
+        metrics.contains("steady_access_log_lines_total{result=\"written\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("steady_access_log_lines_total{result=\"dropped\"} 0"));
+
+    let failed = &log[2];
+    assert_eq!(failed["route"], "nowhere");
+    assert_eq!(failed["status"], 502, "{failed}");
+    assert_eq!(failed["failure"], "connect");
+    assert_eq!(failed["attempts"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_unopenable_access_log_fails_the_start_with_the_reason() {
+    let yaml = "access_log: {path: /proc/steady-no/access.log}
+listeners: [{name: web, bind: 127.0.0.1:0}]
+routes: [{name: r, listener: web, upstream: app}]
+upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9}]}]
+";
+    let config = steady_config::parse(yaml, "<test>").unwrap();
+    let err = steady_proxy::Gateway::start(&config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .starts_with("access_log: cannot open /proc/steady-no/access.log"),
+        "{err}"
+    );
+}
