@@ -5,7 +5,9 @@
 //!
 //! - [`serve`]: binds nothing itself; runs the admin HTTP server on a bound listener.
 //! - `route`: maps admin paths to answers (`/livez`, `/readyz`, `/startupz`, `/metrics`,
-//!   `/api/upstreams`, `/`).
+//!   `/api/upstreams`, `/api/events`, `/`).
+//! - [`upstreams_json`] and [`events_json`]: the JSON of `/api/upstreams` and
+//!   `/api/events` (newest first).
 //! - `reload`: `POST /reload` reloads the config file, as SIGHUP does, and answers
 //!   with what changed or why the file was refused.
 
@@ -120,10 +122,14 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let body = serde_json::to_vec_pretty(&upstreams_json(gateway)).unwrap_or_default();
             text(StatusCode::OK, "application/json", body)
         }
+        "/api/events" => {
+            let body = serde_json::to_vec_pretty(&events_json(gateway)).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
+        }
         "/" => text(
             StatusCode::OK,
             "text/plain",
-            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  POST /reload\n",
+            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  /api/events  POST /reload\n",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -178,6 +184,13 @@ async fn reload(
     };
     let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
     text(status, "application/json", body)
+}
+
+/// Recent events (health flips, ejections, readmissions, reloads, drains), newest
+/// first, as served on `/api/events`.
+pub fn events_json(gateway: &Gateway) -> serde_json::Value {
+    let events = gateway.events();
+    serde_json::json!({ "capacity": events.capacity(), "events": events.recent() })
 }
 
 /// Live state of every upstream and endpoint, as served on `/api/upstreams`.
