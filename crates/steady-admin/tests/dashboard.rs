@@ -191,15 +191,16 @@ upstreams:
     // A reload, so the events panel has something to list.
     gateway.reload(&config).await.unwrap();
 
-    // Bounded background load: a request every few milliseconds, at most 20 000 or
-    // until the test ends.
+    // Bounded background load: a request every few milliseconds until the test ends,
+    // at most 50 000 requests or two minutes.
     let done = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let load = {
         let (done, sent) = (done.clone(), sent.clone());
+        let started = Instant::now();
         tokio::spawn(async move {
-            for _ in 0..20_000 {
-                if done.load(Ordering::Relaxed) {
+            for _ in 0..50_000 {
+                if done.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
                     break;
                 }
                 http_get(web, "/").await;
@@ -221,6 +222,7 @@ upstreams:
         let second = dump_dom(&url, &profile);
         let dir = target_dir().join("dashboard");
         std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap_or(dir);
         let shot = dir.join("dashboard.png");
         let _ = std::fs::remove_file(&shot);
         let run = chromium(
