@@ -1,13 +1,18 @@
-//! The admin listener: Kubernetes-style probes, Prometheus metrics and a JSON view of
-//! live upstream state, on its own address so it never competes with traffic.
+//! The admin listener: Kubernetes-style probes, Prometheus metrics, a JSON view of
+//! live upstream state and recent events, and a live dashboard, on its own address so
+//! it never competes with traffic.
 //!
 //! # Layout
 //!
 //! - [`serve`]: binds nothing itself; runs the admin HTTP server on a bound listener.
 //! - `route`: maps admin paths to answers (`/livez`, `/readyz`, `/startupz`, `/metrics`,
-//!   `/api/upstreams`, `/`).
+//!   `/api/upstreams`, `/api/routes`, `/api/events`, `/dashboard`, `/`).
 //! - `routes`: `/api/routes` (golden signals per route) and
 //!   `/api/routes/NAME/latency` (the full latency distribution, JSON or `.hgrm`).
+//! - [`upstreams_json`] and [`events_json`]: the JSON of `/api/upstreams` and
+//!   `/api/events` (newest first).
+//! - `assets/` (embedded with `include_str!`, no CDN): `dashboard.html`, `.css` and
+//!   `.js`, the page served on `/dashboard` that polls the JSON API every second.
 //! - `reload`: `POST /reload` reloads the config file, as SIGHUP does, and answers
 //!   with what changed or why the file was refused.
 
@@ -22,9 +27,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use steady_proxy::Gateway;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 mod routes;
-use tokio_util::sync::CancellationToken;
+
+/// The dashboard page and its script and style, embedded so the page works offline.
+const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
 
 /// Content type Prometheus expects for the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -150,10 +160,32 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/api/events" => {
+            let body = serde_json::to_vec_pretty(&events_json(gateway)).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
+        }
+        "/dashboard" | "/dashboard/" => {
+            text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML)
+        }
+        "/dashboard/dashboard.js" => text(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            DASHBOARD_JS,
+        ),
+        "/dashboard/dashboard.css" => {
+            text(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS)
+        }
         "/" => text(
             StatusCode::OK,
-            "text/plain",
-            "steady admin\n  /livez  /readyz  /startupz  /metrics  /api/upstreams  /api/routes\n  /api/routes/NAME/latency?window=5m[&format=hgrm]  POST /reload\n",
+            "text/html; charset=utf-8",
+            "<!doctype html><title>steady admin</title><h1>steady admin</h1>\n<ul>\n\
+             <li><a href=\"/dashboard\">/dashboard</a> live dashboard</li>\n\
+             <li><a href=\"/metrics\">/metrics</a></li>\n\
+             <li><a href=\"/api/upstreams\">/api/upstreams</a></li>\n\
+             <li><a href=\"/api/routes\">/api/routes</a> (and /api/routes/NAME/latency?window=5m[&amp;format=hgrm])</li>\n\
+             <li><a href=\"/api/events\">/api/events</a></li>\n\
+             <li><a href=\"/livez\">/livez</a> <a href=\"/readyz\">/readyz</a> \
+             <a href=\"/startupz\">/startupz</a></li>\n<li>POST /reload</li>\n</ul>\n",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -208,6 +240,13 @@ async fn reload(
     };
     let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
     text(status, "application/json", body)
+}
+
+/// Recent events (health flips, ejections, readmissions, reloads, drains), newest
+/// first, as served on `/api/events`.
+pub fn events_json(gateway: &Gateway) -> serde_json::Value {
+    let events = gateway.events();
+    serde_json::json!({ "capacity": events.capacity(), "events": events.recent() })
 }
 
 /// Live state of every upstream and endpoint, as served on `/api/upstreams`.

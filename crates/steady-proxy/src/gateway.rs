@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{ConnIo, ConnState};
+use crate::events::{EventKind, Events};
 use crate::http::{handle, HttpListener};
 use crate::metrics::{Metrics, SharedRedis, SharedUpstreams};
 use crate::reload::Control;
@@ -73,6 +74,8 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     /// The access log, if configured; every HTTP listener shares it.
     pub(crate) access_log: crate::http::SharedAccessLog,
+    /// Recent state changes for the admin API; upstreams get a handle when they start.
+    pub(crate) events: Arc<Events>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     ready: AtomicBool,
@@ -179,6 +182,7 @@ impl Gateway {
             view: RwLock::new(View::default()),
             metrics,
             access_log,
+            events: Arc::new(Events::default()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
@@ -206,6 +210,11 @@ impl Gateway {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Recent state changes (health flips, ejections, reloads, drains).
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub(crate) fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
@@ -250,13 +259,20 @@ impl Gateway {
     /// Answers `/readyz` with 503 from now on, while listeners keep accepting: the first
     /// step of a graceful stop, before [`Gateway::shutdown`].
     pub fn stop_ready(&self) {
-        self.ready.store(false, Ordering::Relaxed);
+        if self.ready.swap(false, Ordering::Relaxed) {
+            self.events.push(
+                EventKind::Drain,
+                None,
+                None,
+                "gateway draining: /readyz answers 503",
+            );
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns
     /// whether everything finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
-        self.ready.store(false, Ordering::Relaxed);
+        self.stop_ready();
         self.shutdown.cancel();
         self.tracker.close();
         let drained = tokio::time::timeout(deadline, self.tracker.wait())

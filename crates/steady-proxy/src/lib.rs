@@ -14,6 +14,8 @@
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
 //! - [`http`]: the request path; one function per phase.
+//! - [`events`]: the bounded ring of recent state changes (health flips, ejections,
+//!   readmissions, reloads, drains) behind the admin API's `/api/events`.
 //! - [`fault`]: fault injection per route (delays and aborts), before admission.
 //! - [`admit`]: the admit phase: a route's rate limits (local and Redis-backed), the
 //!   request's priority, and the upstream's adaptive concurrency limit.
@@ -42,6 +44,7 @@ pub mod body;
 pub mod breakers;
 pub mod conn;
 pub mod error;
+pub mod events;
 pub mod fault;
 pub mod gateway;
 pub mod headers;
@@ -59,5 +62,6 @@ pub mod tls;
 pub mod upstream;
 pub mod worker;
 
+pub use events::{Event, EventKind, Events};
 pub use gateway::{Gateway, StartError};
 pub use reload::{ReloadError, ReloadSummary};

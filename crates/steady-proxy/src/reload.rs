@@ -210,7 +210,9 @@ impl Gateway {
                 tracing::error!(path = %p.path, message = %p.message, "config reload rejected");
             }
             self.metrics.config_reloaded(false);
-            return Err(ReloadError::Invalid(problems));
+            let error = ReloadError::Invalid(problems);
+            self.reload_event(&Err(&error));
+            return Err(error);
         }
         self.apply_reload(config).await
     }
@@ -238,7 +240,9 @@ impl Gateway {
                     );
                 }
                 self.metrics.config_reloaded(false);
-                Err(ReloadError::Load(diagnostics))
+                let error = ReloadError::Load(diagnostics);
+                self.reload_event(&Err(&error));
+                Err(error)
             }
         }
     }
@@ -264,14 +268,48 @@ impl Gateway {
                     endpoints_kept = summary.endpoints_kept,
                     "config reloaded"
                 );
+                self.reload_event(&Ok(&summary));
                 Ok(summary)
             }
             Err(e) => {
                 self.metrics.config_reloaded(false);
                 tracing::error!(error = %e, "config reload rejected, previous config still running");
-                Err(e.into())
+                let error = e.into();
+                self.reload_event(&Err(&error));
+                Err(error)
             }
         }
+    }
+
+    /// Records a reload's outcome in the recent events.
+    fn reload_event(&self, outcome: &Result<&ReloadSummary, &ReloadError>) {
+        let message = match outcome {
+            Ok(s) => {
+                let mut parts = Vec::new();
+                for (what, names) in [
+                    ("listeners added", &s.listeners_added),
+                    ("listeners removed", &s.listeners_removed),
+                    ("upstreams added", &s.upstreams_added),
+                    ("upstreams removed", &s.upstreams_removed),
+                    ("upstreams changed", &s.upstreams_changed),
+                ] {
+                    if !names.is_empty() {
+                        parts.push(format!("{what}: {}", names.join(", ")));
+                    }
+                }
+                if !s.needs_restart.is_empty() {
+                    parts.push(format!("needs restart: {}", s.needs_restart.join(", ")));
+                }
+                if parts.is_empty() {
+                    "config reloaded: nothing changed".to_owned()
+                } else {
+                    format!("config reloaded; {}", parts.join("; "))
+                }
+            }
+            Err(e) => format!("config reload rejected, previous config still running: {e}"),
+        };
+        self.events
+            .push(crate::events::EventKind::Reload, None, None, message);
     }
 
     /// Makes `config` the running config; `control` holds the current one (empty at
@@ -621,6 +659,7 @@ impl Gateway {
         upstream: &Arc<Upstream>,
         previous: &[(SocketAddr, steady_health::HealthReport)],
     ) -> Option<steady_health::HealthHandle> {
+        upstream.set_events(self.events.clone());
         upstream.spawn_background();
         upstream.start_health(previous)
     }

@@ -1,8 +1,9 @@
 //! Upstreams at run time: the endpoint set (re-resolved from DNS), the balancer over it,
 //! the hash key a request is balanced by, and the pooled HTTP client.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::RequestBody;
+use crate::events::{EventKind, Events};
 
 /// The pooled client steady forwards h2c requests with.
 pub type HttpClient = Client<HttpConnector, RequestBody>;
@@ -90,6 +92,9 @@ pub struct Upstream {
     /// Stops this upstream's background tasks (DNS refresh, outlier evaluation, health
     /// checks) when it is removed or replaced; a child of the gateway's shutdown token.
     tasks: CancellationToken,
+    /// The gateway's recent events, set when the upstream starts serving; ejections,
+    /// readmissions and health flips are recorded there.
+    events: OnceLock<Arc<Events>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -196,6 +201,7 @@ impl Upstream {
             tasks: parent.child_token(),
             local: gateway_locality(local),
             overprovisioning: config.overprovisioning,
+            events: OnceLock::new(),
         };
         upstream.resolve_with(previous.is_some()).await;
         if upstream.outlier.is_none() {
@@ -243,6 +249,19 @@ impl Upstream {
     /// The config this upstream was built from.
     pub fn config(&self) -> &steady_config::Upstream {
         &self.config
+    }
+
+    /// Records this upstream's state changes in `events` from now on (the gateway's
+    /// ring; set once, before the background tasks start).
+    pub fn set_events(&self, events: Arc<Events>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Records an event about one of this upstream's endpoints, if events are wired.
+    fn event(&self, kind: EventKind, addr: SocketAddr, message: String) {
+        if let Some(events) = self.events.get() {
+            events.push(kind, Some(&self.name), Some(addr.to_string()), message);
+        }
     }
 
     /// The token that stops this upstream's background tasks.
@@ -408,7 +427,12 @@ impl Upstream {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
-                    )
+                    );
+                    self.event(
+                        EventKind::Ejection,
+                        addr,
+                        format!("ejected ({reason:?}) for {duration:?}, multiplier {multiplier}"),
+                    );
                 }
                 OutlierEvent::EjectionSkipped { addr, reason } => {
                     let total = self
@@ -430,7 +454,12 @@ impl Upstream {
                     }
                 }
                 OutlierEvent::Readmitted { addr, reason } => {
-                    tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted")
+                    tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted");
+                    self.event(
+                        EventKind::Readmission,
+                        addr,
+                        format!("readmitted ({reason:?})"),
+                    );
                 }
             }
         }
@@ -485,7 +514,58 @@ impl Upstream {
         let interval = self.health.as_ref()?.config.interval;
         let handle = self.restart_health(previous)?;
         self.spawn_readmit_on_health(interval);
+        self.spawn_health_events(interval, &handle.reports());
         Some(handle)
+    }
+
+    /// Records health flips and drain changes in the recent events: every `every`
+    /// until retired, compares the checkers' reports with those seen last. Polling keeps
+    /// steady-health free of steady-proxy; a flip and flop within one interval is missed.
+    fn spawn_health_events(
+        self: &Arc<Self>,
+        every: Duration,
+        start: &[(SocketAddr, steady_health::HealthReport)],
+    ) {
+        if self.events.get().is_none() {
+            return;
+        }
+        let seen: HashMap<SocketAddr, (bool, bool)> = start
+            .iter()
+            .map(|(addr, r)| (*addr, (r.healthy, r.draining)))
+            .collect();
+        let seen = Arc::new(Mutex::new(seen));
+        self.spawn_every(every, self.tasks.clone(), move |this| {
+            let seen = seen.clone();
+            async move {
+                let Some(health) = this.health_checks() else {
+                    return;
+                };
+                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                for (addr, report) in health.reports() {
+                    let now = (report.healthy, report.draining);
+                    // An endpoint new to the set (DNS) is recorded silently first.
+                    let Some(before) = seen.insert(addr, now) else {
+                        continue;
+                    };
+                    if before.0 != now.0 {
+                        let message = match (now.0, &report.last_error) {
+                            (true, _) => "became healthy".to_owned(),
+                            (false, Some(e)) => format!("became unhealthy: {e}"),
+                            (false, None) => "became unhealthy".to_owned(),
+                        };
+                        this.event(EventKind::Health, addr, message);
+                    }
+                    if before.1 != now.1 {
+                        let message = if now.1 {
+                            "asked to drain"
+                        } else {
+                            "ended its drain"
+                        };
+                        this.event(EventKind::Drain, addr, message.to_owned());
+                    }
+                }
+            }
+        });
     }
 
     /// (Re)starts the checkers over the current endpoint set, stopping the old ones.

@@ -290,7 +290,8 @@ async fn an_unknown_priority_value_falls_back_to_the_routes_priority() {
     assert_eq!(a.status, 200);
 }
 
-/// The autoscaling examples in `deploy/` must query series steady really exports.
+/// The autoscaling examples and the Grafana dashboards in `deploy/` must query series
+/// steady really exports.
 #[tokio::test]
 async fn deploy_examples_use_metrics_steady_exports() {
     let backend = Backend::start("a").await;
@@ -299,16 +300,37 @@ async fn deploy_examples_use_metrics_steady_exports() {
     assert_eq!(get(steady.addr, "/").await.status, 200);
     let exported = steady.gateway.metrics().encode();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let mut files = vec!["hpa.yaml".to_string(), "keda-scaledobject.yaml".to_string()];
+    let mut dashboards: Vec<String> = std::fs::read_dir(format!("{root}/grafana"))
+        .expect("deploy/grafana")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .map(|name| format!("grafana/{name}"))
+        .collect();
+    assert!(
+        !dashboards.is_empty(),
+        "no Grafana dashboard in deploy/grafana"
+    );
+    dashboards.sort();
+    files.extend(dashboards);
     let mut checked = 0;
-    for file in ["hpa.yaml", "keda-scaledobject.yaml"] {
+    for file in &files {
         let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{file} is not valid JSON: {e}"));
+        }
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             // Names the adapter invents for the HPA are not steady's.
             if !word.starts_with("steady_") || word == "steady_upstream_requests_per_second" {
                 continue;
             }
-            // Counters are exported as NAME_total; shed counters only once something is shed.
-            let base = word.trim_end_matches("_total");
+            // Counters are exported as NAME_total, histograms as NAME_bucket/_sum/_count;
+            // shed counters only once something is shed.
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
             assert!(
                 exported.contains(&format!("# TYPE {base} ")),
                 "{file} queries `{word}`, which steady does not export"
@@ -316,5 +338,5 @@ async fn deploy_examples_use_metrics_steady_exports() {
             checked += 1;
         }
     }
-    assert!(checked >= 4, "found only {checked} metric names");
+    assert!(checked >= 15, "found only {checked} metric names");
 }

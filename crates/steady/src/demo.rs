@@ -92,6 +92,7 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             println!();
             println!("  gateway  http://{web}/");
             println!("  admin    http://{admin}/");
+            println!("  live     http://{admin}/dashboard");
             println!();
             println!("Try:");
             println!("  for i in 1 2 3 4 5 6; do curl -s http://{web}/hello; echo; done   # backend rotates a, b, c");
