@@ -340,8 +340,10 @@ backend be
 """
 
 
-def steady_conf(port, admin_port, backend_port):
-    return f"""runtime:
+def steady_conf(port, admin_port, backend_port, access_log=None):
+    """steady's config; with `access_log` (a file path) every request is also logged."""
+    log = f"access_log: {{path: {access_log}}}\n" if access_log else ""
+    return log + f"""runtime:
   workers: 1
 admin:
   bind: 127.0.0.1:{admin_port}
@@ -424,16 +426,19 @@ class Bench:
             cfg = self.write("haproxy.cfg", haproxy_conf(port, bp, maxconn, self.k.nofile))
             argv = ["haproxy", "-db", "-f", cfg]
             label, timeout = "haproxy", 10
-        elif key == "steady":
+        elif key in ("steady", "steady-obs"):
             if not (os.path.isfile(self.k.steady_bin) and os.access(self.k.steady_bin, os.X_OK)):
-                self.skipped["steady"] = f"binary {self.k.steady_bin} not found (build failed or not built yet)"
+                self.skipped[key] = f"binary {self.k.steady_bin} not found (build failed or not built yet)"
                 return None
             admin = free_port()
             while admin == port:
                 admin = free_port()
-            cfg = self.write("steady.yaml", steady_conf(port, admin, bp))
+            # steady-obs: the same binary with the JSON access log on (to a file), to
+            # measure what observability costs per request.
+            log = os.path.join(self.workdir, "access.log") if key == "steady-obs" else None
+            cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, log))
             argv = [self.k.steady_bin, "serve", "-c", cfg]
-            label, timeout = "steady", self.k.steady_start_timeout
+            label, timeout = key, self.k.steady_start_timeout
         else:
             raise ValueError(key)
         s = Server(key, label, port)
@@ -442,8 +447,8 @@ class Bench:
         if err:
             text = tail(s.proc.bench_log)
             self.procs.stop(s.proc)
-            if key == "steady":
-                self.skipped["steady"] = f"`steady serve` did not come up: {err}"
+            if key in ("steady", "steady-obs"):
+                self.skipped[key] = f"`steady serve` did not come up: {err}"
                 log(f"SKIPPING steady: {err}; last log lines:\n{text}")
                 return None
             sys.exit(f"{key} failed to start: {err}\n{text}{tail(self.workdir + '/' + key + '.error.log')}")
@@ -744,6 +749,7 @@ LABELS = {
     "steady": "steady",
     "nginx": "nginx (proxy)",
     "haproxy": "haproxy",
+    "steady-obs": "steady + access log",
 }
 
 
@@ -795,13 +801,12 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
               "added p99", "peak RSS", "KiB/idle conn"]
         L.append("| " + " | ".join(rh) + " |")
         L.append("|" + "---|" * len(rh))
-        s = agg["steady"]
-        for peer in ("nginx", "haproxy"):
-            if peer not in agg:
+        for num, peer in (("steady", "nginx"), ("steady", "haproxy"), ("steady-obs", "steady")):
+            if peer not in agg or num not in agg:
                 continue
-            p = agg[peer]
+            s, p = agg[num], agg[peer]
             L.append("| " + " | ".join([
-                f"steady/{peer}",
+                f"{num}/{peer}",
                 ratio(s["rps"], p["rps"]),
                 ratio(s["cpu"], p["cpu"]),
                 ratio(s["cpu_rate"], p["cpu_rate"]),

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -126,8 +126,9 @@ pub struct PendingLine {
     request_id: Option<String>,
     client: SocketAddr,
     method: http::Method,
-    host: Option<String>,
-    path: String,
+    /// The request target and `Host` (reference-counted clones, no copy).
+    uri: http::Uri,
+    host: Option<http::HeaderValue>,
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -143,16 +144,6 @@ impl PendingLine {
         req: &http::Request<B>,
         client: SocketAddr,
     ) -> PendingLine {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
         let bytes_in = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -167,8 +158,8 @@ impl PendingLine {
             request_id: None,
             client,
             method: req.method().clone(),
-            host,
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
+            host: req.headers().get(http::header::HOST).cloned(),
             status: 0,
             bytes_in,
             bytes_out: 0,
@@ -214,8 +205,12 @@ impl PendingLine {
             request_id: self.request_id.as_deref(),
             client: Some(self.client),
             method: self.method.as_str(),
-            host: self.host.as_deref(),
-            path: &self.path,
+            host: self
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok())),
+            path: self.uri.path(),
             status: self.status,
             route: route.as_ref().map(|(r, _)| &**r),
             upstream: route.as_ref().map(|(_, u)| &**u),
@@ -363,46 +358,81 @@ impl AccessLog {
 
     /// Formats one JSON line with the configured fields, in order.
     pub fn format(&self, e: &Entry<'_>) -> String {
-        let mut out = String::with_capacity(384);
-        out.push('{');
+        use std::io::Write as _;
+        let mut out: Vec<u8> = Vec::with_capacity(384);
+        out.push(b'{');
         let mut first = true;
         for &field in &self.fields {
-            let value = match field {
-                Field::Time => e
-                    .time
-                    .map(|t| quoted(&humantime::format_rfc3339_millis(t).to_string())),
-                Field::TraceId => e.trace_id.map(quoted),
-                Field::SpanId => e.span_id.map(quoted),
-                Field::RequestId => e.request_id.map(quoted),
-                Field::Client => e.client.map(|c| quoted(&c.to_string())),
-                Field::Method => Some(quoted(e.method)),
-                Field::Host => e.host.map(quoted),
-                Field::Path => Some(quoted(e.path)),
-                Field::Status => Some(e.status.to_string()),
-                Field::Route => e.route.map(quoted),
-                Field::Upstream => e.upstream.map(quoted),
-                Field::Endpoint => e.endpoint.map(|a| quoted(&a.to_string())),
-                Field::Attempts => Some(e.attempts.to_string()),
-                Field::BytesIn => Some(e.bytes_in.to_string()),
-                Field::BytesOut => Some(e.bytes_out.to_string()),
-                Field::Duration => Some(seconds(e.duration)),
-                Field::UpstreamDuration => e.upstream_duration.map(seconds),
-                Field::Ttfb => e.ttfb.map(seconds),
-                Field::Failure => e.failure.map(quoted),
+            let present = match field {
+                Field::Time => e.time.is_some(),
+                Field::TraceId => e.trace_id.is_some(),
+                Field::SpanId => e.span_id.is_some(),
+                Field::RequestId => e.request_id.is_some(),
+                Field::Client => e.client.is_some(),
+                Field::Host => e.host.is_some(),
+                Field::Route => e.route.is_some(),
+                Field::Upstream => e.upstream.is_some(),
+                Field::Endpoint => e.endpoint.is_some(),
+                Field::UpstreamDuration => e.upstream_duration.is_some(),
+                Field::Ttfb => e.ttfb.is_some(),
+                Field::Failure => e.failure.is_some(),
+                Field::Method
+                | Field::Path
+                | Field::Status
+                | Field::Attempts
+                | Field::BytesIn
+                | Field::BytesOut
+                | Field::Duration => true,
             };
-            let Some(value) = value else { continue };
+            if !present {
+                continue;
+            }
             if !first {
-                out.push(',');
+                out.push(b',');
             }
             first = false;
-            out.push('"');
-            out.push_str(field.key());
-            out.push_str("\":");
-            out.push_str(&value);
+            out.push(b'"');
+            out.extend_from_slice(field.key().as_bytes());
+            out.extend_from_slice(b"\":");
+            // Writing to a Vec cannot fail.
+            let _ = match field {
+                Field::Time => e.time.map_or(Ok(()), |t| {
+                    write!(out, "\"{}\"", humantime::format_rfc3339_millis(t))
+                }),
+                Field::TraceId => json_str(&mut out, e.trace_id.unwrap_or_default()),
+                Field::SpanId => json_str(&mut out, e.span_id.unwrap_or_default()),
+                Field::RequestId => json_str(&mut out, e.request_id.unwrap_or_default()),
+                Field::Client => e.client.map_or(Ok(()), |c| write!(out, "\"{c}\"")),
+                Field::Method => json_str(&mut out, e.method),
+                Field::Host => json_str(&mut out, e.host.unwrap_or_default()),
+                Field::Path => json_str(&mut out, e.path),
+                Field::Status => write!(out, "{}", e.status),
+                Field::Route => json_str(&mut out, e.route.unwrap_or_default()),
+                Field::Upstream => json_str(&mut out, e.upstream.unwrap_or_default()),
+                Field::Endpoint => e.endpoint.map_or(Ok(()), |a| write!(out, "\"{a}\"")),
+                Field::Attempts => write!(out, "{}", e.attempts),
+                Field::BytesIn => write!(out, "{}", e.bytes_in),
+                Field::BytesOut => write!(out, "{}", e.bytes_out),
+                Field::Duration => write!(out, "{:.6}", e.duration.as_secs_f64()),
+                Field::UpstreamDuration => e
+                    .upstream_duration
+                    .map_or(Ok(()), |d| write!(out, "{:.6}", d.as_secs_f64())),
+                Field::Ttfb => e
+                    .ttfb
+                    .map_or(Ok(()), |d| write!(out, "{:.6}", d.as_secs_f64())),
+                Field::Failure => json_str(&mut out, e.failure.unwrap_or_default()),
+            };
         }
-        out.push('}');
-        out
+        out.push(b'}');
+        // Only UTF-8 went in (escaped JSON strings, ASCII numbers).
+        String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Appends `s` as a JSON string, escaped (client-sent text such as paths can hold
+/// anything), without an intermediate allocation.
+fn json_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    serde_json::to_writer(out, s).map_err(io::Error::other)
 }
 
 impl Drop for AccessLog {
@@ -436,16 +466,6 @@ impl prometheus_client::collector::Collector for AccessLogCollector {
         }
         Ok(())
     }
-}
-
-/// A JSON string, escaped (client-controlled text such as paths can hold anything).
-fn quoted(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
-}
-
-/// Seconds with microsecond precision.
-fn seconds(d: Duration) -> String {
-    format!("{:.6}", d.as_secs_f64())
 }
 
 /// Where lines go.
@@ -577,27 +597,28 @@ fn write_loop(
         }
     };
     loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                report(sink.write_line(&line));
-                written.fetch_add(1, Ordering::Relaxed);
-                // Take what else is waiting before flushing: one write for a burst.
-                while let Ok(line) = rx.try_recv() {
+        // Sleep, then take everything waiting: the senders never wake this thread (a
+        // wake-up per line cost as much as the request), and a busy second costs
+        // about one write call per batch.
+        std::thread::sleep(BATCH);
+        let closing_now = closing.load(Ordering::Relaxed);
+        let mut disconnected = false;
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
                     report(sink.write_line(&line));
                     written.fetch_add(1, Ordering::Relaxed);
                 }
-                report(sink.flush());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                report(sink.flush());
-                if closing.load(Ordering::Relaxed) {
-                    return;
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                report(sink.flush());
-                return;
-            }
+        }
+        report(sink.flush());
+        if closing_now || disconnected {
+            return;
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
@@ -605,6 +626,10 @@ fn write_loop(
         }
     }
 }
+
+/// How long the writer sleeps between batches (lines wait at most this long, plus the
+/// write).
+const BATCH: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
