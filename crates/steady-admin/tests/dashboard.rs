@@ -9,6 +9,8 @@
 //! `--enable-logging=stderr` console messages appear on stderr as `:CONSOLE`.
 //! Set `STEADY_CHROMIUM` to use another binary than `/usr/bin/chromium`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,11 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use steady_proxy::Gateway;
 use steady_testkit::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 /// What one headless Chromium run printed.
 struct Run {
@@ -132,18 +130,7 @@ fn number_of(dom: &str, id: &str) -> f64 {
 
 /// GETs `path` over HTTP/1.1 and returns the body.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        return String::new();
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+    common::get(addr, path).await.1
 }
 
 /// Where test output that should outlive the test goes: the workspace's target dir.
@@ -177,17 +164,8 @@ upstreams:
         backend.addr()
     );
     let config = steady_config::parse(&yaml, "<test>").unwrap();
-    let gateway: Arc<Gateway> = Gateway::start(&config).await.unwrap();
-    let web = gateway.listener_addr("web").unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(steady_admin::serve(
-        admin,
-        gateway.clone(),
-        None,
-        stop.clone(),
-    ));
+    let steady = common::start_yaml(&yaml).await;
+    let (gateway, web, admin_addr) = (steady.gateway.clone(), steady.web, steady.admin);
     // A reload, so the events panel has something to list.
     gateway.reload(&config).await.unwrap();
 
@@ -275,5 +253,5 @@ upstreams:
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     println!("dashboard screenshot: {}", shot.display());
-    stop.cancel();
+    drop(steady);
 }

@@ -1,34 +1,13 @@
 //! `/api/events` lists state changes newest first: an outlier ejection, a health check
 //! flip, and reloads (applied and refused).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use steady_proxy::Gateway;
+use common::get as http_get;
 use steady_testkit::{Backend, Fault};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-
-/// GETs `path` over HTTP/1.1 and returns the status and body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
-}
 
 /// The events the admin API lists now.
 async fn events(admin: SocketAddr) -> Vec<serde_json::Value> {
@@ -81,18 +60,8 @@ async fn ejections_health_flips_and_reloads_show_up_newest_first() {
     );
     bad.set_fault(Fault::Status(500));
     let text = yaml(good.addr(), bad.addr(), checked.addr(), "api");
-    let config = steady_config::parse(&text, "<test>").unwrap();
-    let gateway: Arc<Gateway> = Gateway::start(&config).await.unwrap();
-    let web = gateway.listener_addr("web").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(steady_admin::serve(
-        listener,
-        gateway.clone(),
-        None,
-        stop.clone(),
-    ));
+    let steady = common::start_yaml(&text).await;
+    let (gateway, web, admin) = (steady.gateway.clone(), steady.web, steady.admin);
     assert!(events(admin).await.is_empty(), "starting is not an event");
 
     // Round robin sends every other request to the 500-er: three in a row eject it.
@@ -150,5 +119,5 @@ async fn ejections_health_flips_and_reloads_show_up_newest_first() {
     gateway.stop_ready();
     let drain = wait_for_event(admin, "drain", |e| e["kind"] == "drain").await;
     assert!(drain.get("upstream").is_none(), "{drain}");
-    stop.cancel();
+    drop(steady);
 }

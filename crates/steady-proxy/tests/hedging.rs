@@ -15,35 +15,7 @@ use http_body_util::Full;
 use steady_testkit::{Backend, Fault};
 
 fn config(endpoints: &[SocketAddr], retries: &str) -> String {
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .map(|a| format!("{{address: {a}}}"))
-        .collect();
-    format!(
-        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
-routes:
-  - name: api
-    listener: web
-    upstream: app
-    timeout: 10s
-    retries: {retries}
-upstreams:
-  - name: app
-    balance: round-robin
-    connect_timeout: 500ms
-    endpoints: [{}]
-",
-        endpoints.join(", ")
-    )
-}
-
-fn counter(steady: &Running, reason: &str) -> u64 {
-    let metrics = steady.gateway.metrics().encode();
-    let prefix = format!("steady_retries_total{{route=\"api\",reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    common::retry_config(endpoints, retries, "10s")
 }
 
 async fn answered_by(steady: &Running, method: http::Method) -> String {
@@ -77,8 +49,8 @@ async fn a_slow_attempt_is_hedged_and_the_fast_copy_wins() {
     }
     // Every request the slow backend got was hedged, and the copy won.
     assert!(slow.hits() >= 1, "the slow backend got its turns");
-    assert_eq!(counter(&steady, "hedge"), slow.hits());
-    assert_eq!(counter(&steady, "hedge-won"), slow.hits());
+    assert_eq!(common::retries_of(&steady, "hedge"), slow.hits());
+    assert_eq!(common::retries_of(&steady, "hedge-won"), slow.hits());
 }
 
 #[tokio::test]
@@ -95,7 +67,7 @@ async fn post_is_not_hedged() {
     }
     by.sort();
     assert_eq!(by, ["fast", "slow"], "each endpoint answered its own POST");
-    assert_eq!(counter(&steady, "hedge"), 0);
+    assert_eq!(common::retries_of(&steady, "hedge"), 0);
 }
 
 #[tokio::test]
@@ -112,7 +84,7 @@ async fn hedges_stay_within_the_retry_budget() {
     }
     by.sort();
     assert_eq!(by, ["fast", "slow"], "no budget, no hedge");
-    assert_eq!(counter(&steady, "hedge-budget-exhausted"), 1);
+    assert_eq!(common::retries_of(&steady, "hedge-budget-exhausted"), 1);
 }
 
 #[tokio::test]
@@ -127,7 +99,11 @@ async fn a_percentile_hedge_learns_the_route_latency_first() {
     for _ in 0..40 {
         assert_eq!(get(steady.addr, "/").await.status, 200);
     }
-    assert_eq!(counter(&steady, "hedge"), 0, "nothing is slow yet");
+    assert_eq!(
+        common::retries_of(&steady, "hedge"),
+        0,
+        "nothing is slow yet"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     slow.set_fault(Fault::Delay(Duration::from_secs(5)));
     let before = slow.hits();
@@ -135,5 +111,8 @@ async fn a_percentile_hedge_learns_the_route_latency_first() {
         assert_eq!(answered_by(&steady, http::Method::GET).await, "fast");
     }
     assert!(slow.hits() > before);
-    assert_eq!(counter(&steady, "hedge-won"), slow.hits() - before);
+    assert_eq!(
+        common::retries_of(&steady, "hedge-won"),
+        slow.hits() - before
+    );
 }

@@ -7,40 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, send, start_yaml, Running};
+use common::{get, retries_of, send, start_yaml};
 use http_body_util::Full;
 use steady_testkit::{Backend, Fault};
 
 fn config(endpoints: &[SocketAddr], retries: &str) -> String {
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .map(|a| format!("{{address: {a}}}"))
-        .collect();
-    format!(
-        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
-routes:
-  - name: api
-    listener: web
-    upstream: app
-    timeout: 5s
-    retries: {retries}
-upstreams:
-  - name: app
-    balance: round-robin
-    connect_timeout: 500ms
-    endpoints: [{}]
-",
-        endpoints.join(", ")
-    )
-}
-
-fn retries_of(steady: &Running, reason: &str) -> u64 {
-    let metrics = steady.gateway.metrics().encode();
-    let prefix = format!("steady_retries_total{{route=\"api\",reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    common::retry_config(endpoints, retries, "5s")
 }
 
 async fn post(addr: SocketAddr, path: &str, body: &'static [u8]) -> common::Answer {

@@ -17,7 +17,7 @@ pub struct Admin {
     pub gateway: Arc<Gateway>,
     pub web: SocketAddr,
     pub admin: SocketAddr,
-    pub backend: Backend,
+    pub backend: Option<Backend>,
     stop: CancellationToken,
 }
 
@@ -37,7 +37,14 @@ upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
 ",
         backend.addr()
     );
-    let config = steady_config::parse(&yaml, "<test>").unwrap();
+    let mut admin = start_yaml(&yaml).await;
+    admin.backend = Some(backend);
+    admin
+}
+
+/// Starts a gateway from `yaml` (with a listener `web`) and its admin listener.
+pub async fn start_yaml(yaml: &str) -> Admin {
+    let config = steady_config::parse(yaml, "<test>").unwrap();
     let gateway = Gateway::start(&config).await.unwrap();
     let web = gateway.listener_addr("web").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -53,7 +60,7 @@ upstreams: [{{name: app, endpoints: [{{address: {}}}]}}]
         gateway,
         web,
         admin,
-        backend,
+        backend: None,
         stop,
     }
 }

@@ -129,3 +129,38 @@ pub async fn read_until_close(s: &mut TcpStream, wait: Duration) -> String {
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// YAML for route `api` on listener `web` to a round-robin upstream `app` over
+/// `endpoints`, with `retries` (a YAML map) and the route `timeout`.
+pub fn retry_config(endpoints: &[SocketAddr], retries: &str, timeout: &str) -> String {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{address: {a}}}"))
+        .collect();
+    format!(
+        "listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes:
+  - name: api
+    listener: web
+    upstream: app
+    timeout: {timeout}
+    retries: {retries}
+upstreams:
+  - name: app
+    balance: round-robin
+    connect_timeout: 500ms
+    endpoints: [{}]
+",
+        endpoints.join(", ")
+    )
+}
+
+/// `steady_retries_total{route="api",reason}` now (0 if absent).
+pub fn retries_of(steady: &Running, reason: &str) -> u64 {
+    let metrics = steady.gateway.metrics().encode();
+    let prefix = format!("steady_retries_total{{route=\"api\",reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
