@@ -4,7 +4,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -74,6 +74,9 @@ pub struct Endpoint {
     /// Share of its weight the endpoint keeps given the load it reports, in thousandths
     /// (1000 until it reports any); see [`Endpoint::set_load`].
     load_scale: AtomicU32,
+    /// Finished requests by [`Outcome`], for metrics.
+    succeeded: AtomicU64,
+    failed: AtomicU64,
     /// Peak-EWMA state; `None` until the first finished request.
     ewma: Mutex<Option<Ewma>>,
 }
@@ -132,6 +135,8 @@ impl Endpoint {
             available: AtomicBool::new(true),
             ejected: AtomicBool::new(false),
             load_scale: AtomicU32::new(LOAD_SCALE_FULL),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             ewma: Mutex::new(None),
         }
     }
@@ -233,6 +238,14 @@ impl Endpoint {
         f64::from(self.weight) * self.load_scale()
     }
 
+    /// Returns how many finished requests succeeded and failed (see [`Outcome`]).
+    pub fn outcomes(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
     /// Returns the current peak-EWMA latency estimate, decayed to `now`.
     ///
     /// Before the first sample this is [`DEFAULT_RTT`].
@@ -264,6 +277,11 @@ impl Endpoint {
     /// looks slow rather than attractive, and several times the current estimate, so it
     /// also looks slow when the upstream is slow anyway.
     pub fn record(&self, now: Instant, latency: Duration, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => &self.succeeded,
+            Outcome::Failure => &self.failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let mut ewma = self.lock_ewma();
         let mut sample = latency.as_nanos() as f64;
         if outcome == Outcome::Failure {

@@ -56,12 +56,17 @@ pub struct MetricsConfig {
         deserialize_with = "crate::units::de_durations"
     )]
     pub latency_buckets: Vec<Duration>,
+    /// Export series per endpoint (an `endpoint` label); `false` sums them per upstream
+    /// to bound cardinality on large fleets.
+    #[serde(default = "defaults::per_endpoint")]
+    pub per_endpoint: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             latency_buckets: defaults::latency_buckets(),
+            per_endpoint: defaults::per_endpoint(),
         }
     }
 }
@@ -795,6 +800,9 @@ pub mod defaults {
     }
     pub(crate) fn overprovisioning() -> f64 {
         1.4
+    }
+    pub(crate) fn per_endpoint() -> bool {
+        true
     }
     pub(crate) fn latency_buckets() -> Vec<Duration> {
         [

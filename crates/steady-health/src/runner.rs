@@ -27,6 +27,10 @@ pub struct HealthReport {
     pub last_error: Option<String>,
     /// When the latest probe finished; `None` before the first.
     pub last_check: Option<Instant>,
+    /// Probes that passed so far.
+    pub passes: u64,
+    /// Probes that failed so far.
+    pub failures: u64,
 }
 
 impl HealthReport {
@@ -84,6 +88,8 @@ impl Checker {
             draining: false,
             last_error: None,
             last_check: None,
+            passes: 0,
+            failures: 0,
         });
         endpoint.set_available(report.available());
         Self {
@@ -118,6 +124,11 @@ impl Checker {
         .await;
         let was_available = self.report.available();
         let passed = outcome.result.is_ok();
+        if passed {
+            self.report.passes += 1;
+        } else {
+            self.report.failures += 1;
+        }
         let transition = self.state.observe(passed);
         let report = &mut self.report;
         report.healthy = self.state.is_healthy();

@@ -504,6 +504,8 @@ async fn resumed_checkers_keep_the_old_verdicts_of_endpoints_that_stay() {
         draining: false,
         last_error: Some("connect: refused".into()),
         last_check: Some(tokio::time::Instant::now().into_std()),
+        passes: 0,
+        failures: 3,
     };
     let mut config = config(Check::Tcp, 2, 3);
     config.interval = Duration::from_secs(3600);

@@ -33,6 +33,8 @@ pub struct Metrics {
     registry: Registry,
     /// Every route's requests, failures and latency histogram.
     routes: crate::route_stats::RouteTable,
+    /// Whether per-endpoint series are exported (`metrics.per_endpoint`).
+    per_endpoint: Arc<std::sync::atomic::AtomicBool>,
     /// Client connections currently open, per listener.
     pub connections: Family<Labels, Gauge>,
     /// Client connections accepted, per listener.
@@ -112,8 +114,10 @@ impl Metrics {
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         registry.register_collector(Box::new(crate::access_log::AccessLogCollector(access_log)));
+        let per_endpoint = Arc::new(std::sync::atomic::AtomicBool::new(true));
         registry.register_collector(Box::new(EndpointCollector {
             upstreams: upstreams.clone(),
+            per_endpoint: per_endpoint.clone(),
         }));
         registry.register_collector(Box::new(BreakerCollector {
             upstreams: upstreams.clone(),
@@ -147,6 +151,7 @@ impl Metrics {
         Metrics {
             registry,
             routes,
+            per_endpoint,
             connections,
             connections_total,
             rate_limited,
@@ -181,6 +186,12 @@ impl Metrics {
     /// Every route's stats, for the admin API.
     pub fn routes(&self) -> Vec<RouteMetrics> {
         self.routes.all()
+    }
+
+    /// Turns the series with an `endpoint` label on or off (off: per-upstream sums).
+    pub fn set_per_endpoint(&self, on: bool) {
+        self.per_endpoint
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets the bucket bounds (seconds) `/metrics` derives from the latency histograms.
@@ -274,57 +285,189 @@ type ReadGauge = fn(&steady_balance::Endpoint) -> i64;
 #[derive(Debug)]
 struct EndpointCollector {
     upstreams: SharedUpstreams,
+    /// Whether series carry an `endpoint` label (`metrics.per_endpoint`).
+    per_endpoint: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Collector for EndpointCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauges: [(&str, &str, ReadGauge); 5] = [
-            (
-                "steady_endpoint_in_flight",
-                "Requests in flight to the endpoint",
-                |e| e.in_flight() as i64,
-            ),
-            (
-                "steady_endpoint_available",
-                "1 if the endpoint may receive traffic",
-                |e| e.is_available() as i64,
-            ),
-            (
-                "steady_endpoint_weight",
-                "Configured weight of the endpoint",
-                |e| e.weight() as i64,
-            ),
-            (
-                "steady_endpoint_healthy",
-                "1 if active health checks (when configured) see the endpoint up",
-                |e| e.is_healthy() as i64,
-            ),
-            (
-                "steady_endpoint_ejected",
-                "1 if passive outlier detection has ejected the endpoint",
-                |e| e.is_ejected() as i64,
-            ),
-        ];
         let upstreams = self.upstreams.load();
-        for (name, help, read) in gauges {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for upstream in upstreams.iter() {
-                for ep in upstream.endpoints().endpoints() {
-                    let labels: Labels = vec![
-                        ("upstream", upstream.name.to_string()),
-                        ("endpoint", ep.addr().to_string()),
-                    ];
-                    let gauge = Gauge::<i64>::default();
-                    gauge.set(read(ep));
-                    gauge.encode(family.encode_family(&labels)?)?;
+        let now = std::time::Instant::now();
+        if self.per_endpoint.load(std::sync::atomic::Ordering::Relaxed) {
+            let gauges: [(&str, &str, ReadGauge); 5] = [
+                (
+                    "steady_endpoint_in_flight",
+                    "Requests in flight to the endpoint",
+                    |e| e.in_flight() as i64,
+                ),
+                (
+                    "steady_endpoint_available",
+                    "1 if the endpoint may receive traffic",
+                    |e| e.is_available() as i64,
+                ),
+                (
+                    "steady_endpoint_weight",
+                    "Configured weight of the endpoint",
+                    |e| e.weight() as i64,
+                ),
+                (
+                    "steady_endpoint_healthy",
+                    "1 if active health checks (when configured) see the endpoint up",
+                    |e| e.is_healthy() as i64,
+                ),
+                (
+                    "steady_endpoint_ejected",
+                    "1 if passive outlier detection has ejected the endpoint",
+                    |e| e.is_ejected() as i64,
+                ),
+            ];
+            for (name, help, read) in gauges {
+                let mut family = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for upstream in upstreams.iter() {
+                    for ep in upstream.endpoints().endpoints() {
+                        let labels: Labels = vec![
+                            ("upstream", upstream.name.to_string()),
+                            ("endpoint", ep.addr().to_string()),
+                        ];
+                        let gauge = Gauge::<i64>::default();
+                        gauge.set(read(ep));
+                        gauge.encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
+            let samples = upstreams.iter().flat_map(|u| {
+                u.endpoints()
+                    .endpoints()
+                    .iter()
+                    .map(|ep| {
+                        (
+                            vec![
+                                ("upstream", u.name.to_string()),
+                                ("endpoint", ep.addr().to_string()),
+                            ],
+                            ep.ewma_latency(now).as_secs_f64(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            });
+            encode_gauges(
+                &mut encoder,
+                "steady_endpoint_latency_ewma",
+                "Peak-EWMA latency estimate the balancers use for the endpoint",
+                Some(&prometheus_client::registry::Unit::Seconds),
+                samples,
+            )?;
+            let samples = upstreams.iter().flat_map(|u| {
+                u.endpoints()
+                    .endpoints()
+                    .iter()
+                    .flat_map(|ep| {
+                        let (ok, failed) = ep.outcomes();
+                        let labels = |outcome: &str| {
+                            vec![
+                                ("upstream", u.name.to_string()),
+                                ("endpoint", ep.addr().to_string()),
+                                ("outcome", outcome.to_string()),
+                            ]
+                        };
+                        [(labels("success"), ok), (labels("failure"), failed)]
+                    })
+                    .collect::<Vec<_>>()
+            });
+            encode_counters(
+                &mut encoder,
+                "steady_endpoint_attempts",
+                "Upstream attempts the endpoint finished, by outcome (failure: connect error, reset, timeout, 502/503/504)",
+                samples,
+            )?;
+            let samples = upstreams.iter().flat_map(|u| {
+                u.health_checks()
+                    .map(|h| h.reports())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|(addr, r)| {
+                        let labels = |result: &str| {
+                            vec![
+                                ("upstream", u.name.to_string()),
+                                ("endpoint", addr.to_string()),
+                                ("result", result.to_string()),
+                            ]
+                        };
+                        [(labels("pass"), r.passes), (labels("fail"), r.failures)]
+                    })
+                    .collect::<Vec<_>>()
+            });
+            encode_counters(
+                &mut encoder,
+                "steady_health_checks",
+                "Active health check probes, by endpoint and result",
+                samples,
+            )?;
+        } else {
+            // Bounded cardinality: the same signals summed per upstream.
+            let per_upstream = |read: fn(&steady_balance::Endpoint) -> bool| {
+                upstreams
+                    .iter()
+                    .map(move |u| {
+                        let n = u.endpoints().endpoints().iter().filter(|e| read(e)).count();
+                        (vec![("upstream", u.name.to_string())], n as f64)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            encode_gauges(
+                &mut encoder,
+                "steady_upstream_endpoints_available",
+                "Endpoints that may receive traffic",
+                None,
+                per_upstream(|e| e.is_available()).into_iter(),
+            )?;
+            encode_gauges(
+                &mut encoder,
+                "steady_upstream_endpoints_ejected",
+                "Endpoints passive outlier detection has ejected",
+                None,
+                per_upstream(|e| e.is_ejected()).into_iter(),
+            )?;
+            let samples = upstreams.iter().flat_map(|u| {
+                let (ok, failed) = u
+                    .endpoints()
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.outcomes())
+                    .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+                let labels = |outcome: &str| {
+                    vec![
+                        ("upstream", u.name.to_string()),
+                        ("outcome", outcome.to_string()),
+                    ]
+                };
+                [(labels("success"), ok), (labels("failure"), failed)]
+            });
+            encode_counters(
+                &mut encoder,
+                "steady_upstream_attempts",
+                "Upstream attempts finished, by outcome",
+                samples,
+            )?;
         }
+        let samples = upstreams.iter().map(|u| {
+            (
+                vec![("upstream", u.name.to_string())],
+                u.endpoints().len() as f64,
+            )
+        });
+        encode_gauges(
+            &mut encoder,
+            "steady_upstream_endpoints",
+            "Endpoints the upstream has (after DNS resolution)",
+            None,
+            samples,
+        )?;
         let samples = upstreams
             .iter()
             .map(|u| (vec![("upstream", u.name.to_string())], u.ejections()));

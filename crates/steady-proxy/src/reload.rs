@@ -512,6 +512,7 @@ impl Gateway {
         }
         // The latency buckets `/metrics` derives (the histograms keep
         // everything, so a new layout loses nothing).
+        self.metrics.set_per_endpoint(config.metrics.per_endpoint);
         self.metrics.set_latency_buckets(
             config
                 .metrics

@@ -42,6 +42,11 @@ upstreams:
     assert!(text.contains("steady_concurrency_limit"), "{text}");
     assert!(text.contains("steady_circuit_breaker_limit"), "{text}");
 
+    promtool_check(&text);
+}
+
+/// Runs `promtool check metrics` on `text` and fails on any complaint.
+fn promtool_check(text: &str) {
     let mut promtool = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -70,4 +75,64 @@ upstreams:
         out.status.success() && report.trim().is_empty(),
         "promtool check metrics:\n{report}\n--- metrics ---\n{text}"
     );
+}
+
+#[tokio::test]
+async fn per_endpoint_series_can_be_summed_per_upstream() {
+    let backend = Backend::start("a").await;
+    let config = |per_endpoint: bool| {
+        format!(
+            "metrics: {{per_endpoint: {per_endpoint}}}
+listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes: [{{name: api, listener: web, upstream: app}}]
+upstreams:
+  - name: app
+    health: {{active: {{tcp: {{}}, interval: 50ms, timeout: 40ms}}}}
+    endpoints: [{{address: {}}}]
+",
+            backend.addr()
+        )
+    };
+    let steady = start_yaml(&config(true)).await;
+    for _ in 0..3 {
+        get(steady.addr, "/").await;
+    }
+    let endpoint = backend.addr().to_string();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = steady.gateway.metrics().encode_prometheus();
+        if text.contains(&format!(
+            "steady_health_checks_total{{upstream=\"app\",endpoint=\"{endpoint}\",result=\"pass\"}}"
+        )) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for want in [
+        format!("steady_endpoint_attempts_total{{upstream=\"app\",endpoint=\"{endpoint}\",outcome=\"success\"}} 3"),
+        format!("steady_endpoint_latency_ewma_seconds{{upstream=\"app\",endpoint=\"{endpoint}\"}}"),
+        format!("steady_health_checks_total{{upstream=\"app\",endpoint=\"{endpoint}\",result=\"pass\"}}"),
+        "steady_upstream_endpoints{upstream=\"app\"} 1".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want}:\n{text}");
+    }
+    promtool_check(&text);
+
+    // Large fleets: no endpoint label anywhere, the same signals per upstream.
+    steady
+        .gateway
+        .reload(&steady_config::parse(&config(false), "<test>").unwrap())
+        .await
+        .unwrap();
+    let text = steady.gateway.metrics().encode_prometheus();
+    assert!(!text.contains("endpoint=\""), "{text}");
+    assert!(
+        text.contains("steady_upstream_attempts_total{upstream=\"app\",outcome=\"success\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("steady_upstream_endpoints_available{upstream=\"app\"} 1"),
+        "{text}"
+    );
+    promtool_check(&text);
 }
