@@ -45,6 +45,69 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
+/// A named counter of a route's responses that match (`steady_business_events_total`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CountEvent {
+    /// The event's name, the `event` label (e.g. `orders_completed`).
+    pub name: String,
+    /// Methods that count (any when empty).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Statuses that count: codes (`201`) or classes (`2xx`); any when empty.
+    #[serde(default)]
+    pub status: Vec<StatusMatch>,
+}
+
+/// A status code or a class of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// Exactly this code.
+    Code(u16),
+    /// Any code of this hundred (`2` for `2xx`).
+    Class(u16),
+}
+
+impl StatusMatch {
+    /// Whether `status` matches.
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(c) => status == c,
+            StatusMatch::Class(h) => status / 100 == h,
+        }
+    }
+
+    fn parse(text: &str) -> Result<StatusMatch, String> {
+        let t = text.trim().to_ascii_lowercase();
+        if let Some(h) = t.strip_suffix("xx") {
+            if let Ok(h @ 1..=5) = h.parse::<u16>() {
+                return Ok(StatusMatch::Class(h));
+            }
+        } else if let Ok(c @ 100..=599) = t.parse::<u16>() {
+            return Ok(StatusMatch::Code(c));
+        }
+        Err(format!(
+            "`{text}` is not a status; use a code such as `201` or a class such as `2xx`"
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Code(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Code(c) => c.to_string(),
+            Raw::Text(t) => t,
+        };
+        StatusMatch::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What `/metrics` exports.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +310,9 @@ pub struct Route {
     /// Retries of failed attempts on other endpoints; absent means none.
     #[serde(default)]
     pub retries: Option<crate::retry::Retries>,
+    /// Business events: named counters of the responses that match a condition.
+    #[serde(default)]
+    pub count: Vec<CountEvent>,
 }
 
 /// Request conditions; all given ones must hold.

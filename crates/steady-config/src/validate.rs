@@ -90,6 +90,28 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
     check_routes(config, ctx, &mut issues);
     check_upstreams(config, &mut issues);
     check_admission(config, &mut issues);
+    for (i, route) in config.routes.iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        for (k, event) in route.count.iter().enumerate() {
+            let path = root.key("routes").index(i).key("count").index(k);
+            if event.name.trim().is_empty() {
+                issues.push(Issue::new(path.key("name"), "an event needs a name"));
+            } else if !seen.insert(event.name.as_str()) {
+                issues.push(Issue::new(
+                    path.key("name"),
+                    format!("`{}` is counted twice on this route", event.name),
+                ));
+            }
+            for (m, method) in event.methods.iter().enumerate() {
+                if method.parse::<http::Method>().is_err() {
+                    issues.push(Issue::new(
+                        path.key("methods").index(m),
+                        format!("`{method}` is not an HTTP method"),
+                    ));
+                }
+            }
+        }
+    }
     let buckets = root.key("metrics").key("latency_buckets");
     if config.metrics.latency_buckets.is_empty() {
         issues.push(Issue::new(

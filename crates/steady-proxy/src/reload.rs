@@ -492,6 +492,7 @@ impl Gateway {
                 });
                 let route = same.unwrap_or_else(|| {
                     let route_metrics = self.metrics.route(&r.name, &r.upstream);
+                    route_metrics.set_events(&r.count);
                     let admission =
                         Admission::new(r, plan.trusted.clone(), redis.as_ref(), &self.metrics);
                     let faults = r.fault.as_ref().map(|f| {

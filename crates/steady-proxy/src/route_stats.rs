@@ -57,6 +57,24 @@ pub struct RouteStats {
     /// Failures steady produced itself, by reason (rare path: a small locked map).
     failures: Mutex<BTreeMap<&'static str, u64>>,
     latency: Arc<Latency>,
+    /// Business events counted on this route (`count:`), replaced by reloads.
+    events: ArcSwap<Vec<Arc<Event>>>,
+}
+
+/// One business event: a named counter of the responses that match.
+#[derive(Debug)]
+pub struct Event {
+    config: steady_config::CountEvent,
+    methods: Vec<Method>,
+    count: AtomicU64,
+}
+
+impl Event {
+    fn matches(&self, method: &Method, status: u16) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && (self.config.status.is_empty()
+                || self.config.status.iter().any(|s| s.matches(status)))
+    }
 }
 
 impl std::fmt::Debug for RouteStats {
@@ -76,7 +94,39 @@ impl RouteStats {
             requests: Default::default(),
             failures: Mutex::new(BTreeMap::new()),
             latency: Latency::spawn(Instant::now()),
+            events: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Counts the business events `config` names from now on; an event whose
+    /// definition is unchanged keeps its count.
+    pub fn set_events(&self, config: &[steady_config::CountEvent]) {
+        let old = self.events.load();
+        let next = config
+            .iter()
+            .map(|c| {
+                old.iter()
+                    .find(|e| e.config == *c)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Event {
+                            config: c.clone(),
+                            methods: c.methods.iter().filter_map(|m| m.parse().ok()).collect(),
+                            count: AtomicU64::new(0),
+                        })
+                    })
+            })
+            .collect();
+        self.events.store(Arc::new(next));
+    }
+
+    /// Business events by name and count.
+    pub fn events(&self) -> Vec<(String, u64)> {
+        self.events
+            .load()
+            .iter()
+            .map(|e| (e.config.name.clone(), e.count.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Records an answered request: its method, status and time to response head.
@@ -85,6 +135,12 @@ impl RouteStats {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.requests[method_index(method)][class].fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed);
+        let events = self.events.load();
+        for event in events.iter() {
+            if event.matches(method, status) {
+                event.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Records a failure steady produced itself (rare path).
@@ -233,6 +289,19 @@ impl Collector for RouteCollector {
         for stats in &routes {
             for (reason, count) in stats.failures() {
                 let labels = [("route", stats.route.as_str()), ("reason", reason)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "steady_business_events",
+            "Responses matching a route's `count` conditions, by route and event name",
+            None,
+            MetricType::Counter,
+        )?;
+        for stats in &routes {
+            for (event, count) in stats.events() {
+                let labels = [("route", stats.route.as_str()), ("event", event.as_str())];
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
         }
