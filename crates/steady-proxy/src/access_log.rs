@@ -77,6 +77,8 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct RequestFacts {
     route: Mutex<Option<(Arc<str>, Arc<str>)>>,
+    /// Trace id and steady's span id.
+    trace: Mutex<Option<(String, String)>>,
     endpoint: Mutex<Option<SocketAddr>>,
     attempts: AtomicU64,
     upstream_nanos: AtomicU64,
@@ -88,6 +90,11 @@ impl RequestFacts {
     #[inline]
     pub(crate) fn with(f: impl FnOnce(&RequestFacts)) {
         let _ = REQUEST.try_with(|facts| f(facts));
+    }
+
+    /// The request's trace and span ids.
+    pub(crate) fn set_trace(&self, trace: &crate::trace::RequestTrace) {
+        *lock(&self.trace) = Some((trace.trace_id(), trace.span_id()));
     }
 
     /// The route (and its upstream) that matched.
@@ -194,14 +201,15 @@ impl PendingLine {
             return;
         }
         let route = lock(&self.facts.route).clone();
+        let trace = lock(&self.facts.trace).clone();
         let endpoint = *lock(&self.facts.endpoint);
         let failure = *lock(&self.facts.failure);
         let attempts = self.facts.attempts.load(Ordering::Relaxed);
         let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
         self.log.log(&Entry {
             time: Some(self.time),
-            trace_id: None,
-            span_id: None,
+            trace_id: trace.as_ref().map(|(t, _)| t.as_str()),
+            span_id: trace.as_ref().map(|(_, s)| s.as_str()),
             request_id: self.request_id.as_deref(),
             client: Some(self.client),
             method: self.method.as_str(),

@@ -140,6 +140,10 @@ async fn proxy(
     if let Err(kind) = check_request(&parts) {
         return error_response(kind, Some(&request_id));
     }
+    // The request's place in a trace: continued from the client's `traceparent`, or new.
+    let trace = crate::trace::RequestTrace::from_headers(&parts.headers);
+    crate::access_log::RequestFacts::with(|f| f.set_trace(&trace));
+    parts.extensions.insert(trace);
 
     // Route match: one load of the listener's table; the matched route stays alive
     // for this request even if a reload swaps the table meanwhile.
@@ -467,6 +471,7 @@ async fn forward_retrying(
             uri,
             parts.headers.clone(),
             RequestBody::buffered(body.clone()),
+            parts.extensions.get(),
         );
         let now = std::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
@@ -600,6 +605,7 @@ impl Hedged<'_> {
             uri,
             parts.headers,
             RequestBody::buffered(self.body.clone()),
+            parts.extensions.get(),
         );
         self.listener.metrics.retry(&route.name, "hedge");
         tracing::debug!(route = %route.name, slow = %endpoint.addr(), copy = %other.addr(), ?delay, "hedging");
@@ -656,8 +662,13 @@ async fn forward_streamed(
         listener.body_read_timeout(),
         verdict.clone(),
     );
-    let upstream_req =
-        upstream_request(&parts.method, uri, std::mem::take(&mut parts.headers), body);
+    let upstream_req = upstream_request(
+        &parts.method,
+        uri,
+        std::mem::take(&mut parts.headers),
+        body,
+        parts.extensions.get(),
+    );
     let exchanged = attempt(
         route,
         endpoint,
@@ -675,9 +686,14 @@ async fn forward_streamed(
 fn upstream_request(
     method: &http::Method,
     uri: Uri,
-    headers: http::HeaderMap,
+    mut headers: http::HeaderMap,
     body: RequestBody,
+    trace: Option<&crate::trace::RequestTrace>,
 ) -> Request<RequestBody> {
+    // Each attempt is its own span in the request's trace.
+    if let Some(trace) = trace {
+        trace.inject_attempt(&mut headers);
+    }
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;

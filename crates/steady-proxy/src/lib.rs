@@ -36,6 +36,7 @@
 //! - [`error`]: the request-path error and the one function that maps it to a response.
 //! - [`metrics`]: Prometheus series of the request path.
 //! - [`tcp`]: L4 proxying.
+//! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt.
 //! - [`worker`]: which thread-per-core worker the current thread is.
 
 pub mod access_log;
@@ -59,6 +60,7 @@ pub mod route_stats;
 pub mod router;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod worker;
 

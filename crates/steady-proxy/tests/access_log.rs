@@ -121,3 +121,55 @@ upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9}]}]
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_trace_continues_upstream_and_lands_in_the_log() {
+    let dir = std::env::temp_dir().join(format!("steady-trace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("access.log");
+    let backend = Backend::start("b").await;
+    let yaml = format!(
+        "access_log: {{path: {path}, fields: [trace_id, span_id, status]}}
+listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes: [{{name: api, listener: web, upstream: app}}]
+upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
+",
+        path = path.display(),
+        backend = backend.addr(),
+    );
+    let steady = start_yaml(&yaml).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let req = http::Request::get(format!("http://{}/", steady.addr))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("tracestate", "vendor=abc")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let seen = common::send(req).await.json();
+    let upstream = seen["headers"]["traceparent"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = upstream.split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], trace, "same trace upstream");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the attempt is steady's span, not the client's"
+    );
+    assert_eq!(parts[3], "01", "the client's sampling decision");
+    assert_eq!(seen["headers"]["tracestate"], "vendor=abc");
+
+    // No traceparent: steady starts a trace, and the backend sees it.
+    let plain = get(steady.addr, "/").await.json();
+    let started = plain["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        started.starts_with("00-") && started.ends_with("-00"),
+        "{started}"
+    );
+
+    let log = lines(&path, 2);
+    assert_eq!(log[0]["trace_id"], trace);
+    assert_eq!(log[0]["span_id"].as_str().unwrap().len(), 16);
+    assert_eq!(log[1]["trace_id"], started.split('-').nth(1).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
