@@ -77,8 +77,8 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct RequestFacts {
     route: Mutex<Option<(Arc<str>, Arc<str>)>>,
-    /// Trace id and steady's span id.
-    trace: Mutex<Option<(String, String)>>,
+    /// Trace id and steady's span id (formatted only when the line is written).
+    trace: Mutex<Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>>,
     endpoint: Mutex<Option<SocketAddr>>,
     attempts: AtomicU64,
     upstream_nanos: AtomicU64,
@@ -94,7 +94,7 @@ impl RequestFacts {
 
     /// The request's trace and span ids.
     pub(crate) fn set_trace(&self, trace: &crate::trace::RequestTrace) {
-        *lock(&self.trace) = Some((trace.trace_id(), trace.span_id()));
+        *lock(&self.trace) = Some(trace.ids());
     }
 
     /// The route (and its upstream) that matched.
@@ -201,15 +201,16 @@ impl PendingLine {
             return;
         }
         let route = lock(&self.facts.route).clone();
-        let trace = lock(&self.facts.trace).clone();
+        let trace = *lock(&self.facts.trace);
+        let trace_hex = trace.map(|(t, s)| (t.to_string(), s.to_string()));
         let endpoint = *lock(&self.facts.endpoint);
         let failure = *lock(&self.facts.failure);
         let attempts = self.facts.attempts.load(Ordering::Relaxed);
         let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
         self.log.log(&Entry {
             time: Some(self.time),
-            trace_id: trace.as_ref().map(|(t, _)| t.as_str()),
-            span_id: trace.as_ref().map(|(_, s)| s.as_str()),
+            trace_id: trace_hex.as_ref().map(|(t, _)| t.as_str()),
+            span_id: trace_hex.as_ref().map(|(_, s)| s.as_str()),
             request_id: self.request_id.as_deref(),
             client: Some(self.client),
             method: self.method.as_str(),
@@ -606,8 +607,8 @@ fn write_loop(
     };
     loop {
         // Sleep, then take everything waiting: the senders never wake this thread (a
-        // wake-up per line cost as much as the request), and a busy second costs
-        // about one write call per batch.
+        // wake-up per line cost as much as the request). Short batches keep each write
+        // small, so a writer sharing a core with a worker delays it only briefly.
         std::thread::sleep(BATCH);
         let closing_now = closing.load(Ordering::Relaxed);
         let mut disconnected = false;
@@ -637,7 +638,7 @@ fn write_loop(
 
 /// How long the writer sleeps between batches (lines wait at most this long, plus the
 /// write).
-const BATCH: Duration = Duration::from_millis(50);
+const BATCH: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {

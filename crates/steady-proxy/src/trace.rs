@@ -81,6 +81,11 @@ impl RequestTrace {
         }
     }
 
+    /// The trace id and steady's request span id.
+    pub fn ids(&self) -> (TraceId, SpanId) {
+        (self.trace_id, self.span_id)
+    }
+
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         self.trace_id.to_string()
