@@ -9,7 +9,7 @@
 //! | medium | 5 min | 865 | 3 d | 3 d (1d, 3d) |
 //! | coarse | 1 h | `period / 1h + 1` (721 for 30 d) | the period | the period (30d) |
 //!
-//! Memory is the bucket count times 24 bytes (about 90 KiB per SLO with a 30 d period),
+//! Memory is the bucket count times 24 bytes (about 88 KiB per SLO with a 30 d period),
 //! fixed at construction and independent of traffic.
 //!
 //! **Precision.** A bucket is counted whole or not at all. A query for window `w` at

@@ -18,6 +18,24 @@
 //! alert with its own [`AlertState`]; [`Slo::evaluate`] reports each start and end once.
 //! When several fire, [`Slo::worst`] is the one to show (a page outranks a ticket).
 //!
+//! ```
+//! use steady_slo::{Severity, Slo, SloConfig, Transition};
+//!
+//! let mut slo = Slo::try_new(SloConfig::new("checkout-availability", 0.999)).unwrap();
+//! let t0 = 1_700_000_000;
+//! // Ten seconds of traffic at 2% errors: burn rate 20 in every window.
+//! slo.record(t0 + 10, 980, 1000);
+//! assert!((slo.burn_rate(t0 + 10, 3600).unwrap() - 20.0).abs() < 1e-9);
+//! let events = slo.evaluate(t0 + 10);
+//! assert!(events
+//!     .iter()
+//!     .any(|e| e.alert == "page-1h-5m" && e.transition == Transition::Firing));
+//! assert_eq!(slo.worst(), Some(Severity::Page));
+//! // The state survives a restart.
+//! let back = Slo::load(slo.config().clone(), &slo.save()).unwrap();
+//! assert_eq!(back.worst(), Some(Severity::Page));
+//! ```
+//!
 //! # Layout
 //!
 //! - [`config`]: [`SloConfig`] (objective, period, rules, minimum events, no-traffic
