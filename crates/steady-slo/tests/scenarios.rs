@@ -328,3 +328,48 @@ mod never_panics {
         }
     }
 }
+
+mod dedup {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever the traffic, each alert alternates Firing, Resolved, Firing, ...
+        /// starting with Firing, and a resolve names the episode it ends.
+        #[test]
+        fn alerts_alternate_firing_and_resolved(
+            phases in proptest::collection::vec((0u64..=1000, 0u64..=1000, 1u64..=90), 1..8),
+        ) {
+            let mut config = SloConfig::new("checkout", 0.999);
+            config.rules[0].for_duration = Duration::from_secs(MIN);
+            let mut s = Slo::try_new(config).unwrap();
+            let mut t = T0;
+            let mut events = Vec::new();
+            // Each phase: `minutes` of `total` requests per 10 s with `bad` of them bad
+            // (total 0 is a silent phase).
+            for (total, bad, minutes) in phases {
+                for _ in 0..minutes * 6 {
+                    t += 10;
+                    s.record(t, total - bad.min(total), total);
+                    events.extend(s.evaluate(t));
+                }
+            }
+            let mut open: std::collections::HashMap<String, u64> = Default::default();
+            for e in &events {
+                match e.transition {
+                    Transition::Firing => {
+                        prop_assert!(open.insert(e.alert.clone(), e.since).is_none(), "{e:?}");
+                    }
+                    Transition::Resolved => {
+                        prop_assert_eq!(open.remove(&e.alert), Some(e.since), "{:?}", e);
+                    }
+                }
+            }
+            for (name, _) in open {
+                let state = s.alerts().into_iter().find(|a| a.0 == name).unwrap().2;
+                prop_assert!(state.is_firing());
+            }
+        }
+    }
+}
