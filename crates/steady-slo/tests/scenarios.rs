@@ -132,6 +132,36 @@ fn one_tenth_percent_errors_for_days_never_alert() {
 }
 
 #[test]
+fn one_tenth_percent_random_errors_never_page() {
+    // Errors drawn at random (0.1% per request, seeded) rather than evenly spread:
+    // windows then hover around burn 1, so the 3d/6h ticket (factor 1) may fire on
+    // noise, but nothing comes near a page.
+    let mut s = slo();
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut events = Vec::new();
+    for t in (T0 + 10..=T0 + 2 * DAY).step_by(10) {
+        let mut bad = 0;
+        for _ in 0..PER_STEP {
+            rng = rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            bad += u64::from((rng >> 33) % 1000 == 0);
+        }
+        s.record(t, PER_STEP - bad, PER_STEP);
+        if (t - T0).is_multiple_of(60) {
+            events.extend(s.evaluate(t));
+        }
+    }
+    assert!(fired(&events, Severity::Page).is_empty(), "{events:?}");
+    eprintln!(
+        "0.1% random errors: {} ticket firings in 2 days",
+        fired(&events, Severity::Ticket).len()
+    );
+    let burn = s.burn_rate(T0 + 2 * DAY, DAY).unwrap();
+    assert!((0.8..1.2).contains(&burn), "burn {burn}");
+}
+
+#[test]
 fn four_tenths_percent_for_a_day_opens_a_ticket_and_never_pages() {
     let mut s = slo();
     assert!(run(&mut s, T0, T0 + 3 * DAY, 0, 60).is_empty());
