@@ -8,7 +8,8 @@ use crate::Severity;
 ///
 /// `Inactive → Pending → Firing → Inactive`; `Pending` is skipped when the rule's
 /// `for_duration` is zero, and a pending alert whose condition clears goes back to
-/// `Inactive` without any event.
+/// `Inactive` without any event. A firing alert resolves once its condition has been
+/// clear for the rule's `keep_firing_for` (at once when zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum AlertState {
@@ -24,6 +25,9 @@ pub enum AlertState {
     Firing {
         /// When the alert fired.
         since: u64,
+        /// When the condition stopped holding, while `keep_firing_for` runs.
+        #[serde(default)]
+        clear_since: Option<u64>,
     },
 }
 

@@ -35,6 +35,11 @@ pub struct BurnRateRule {
     /// zero fires at once.
     #[serde(default)]
     pub for_duration: Duration,
+    /// How long the condition must stay clear before a firing alert resolves (as
+    /// Prometheus's `keep_firing_for`), so a burn rate wobbling around the factor does
+    /// not fire and resolve over and over; zero resolves at once.
+    #[serde(default)]
+    pub keep_firing_for: Duration,
 }
 
 impl BurnRateRule {
@@ -51,6 +56,7 @@ impl BurnRateRule {
             short_window,
             factor,
             for_duration: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
         }
     }
 

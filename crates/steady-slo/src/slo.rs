@@ -161,9 +161,10 @@ impl Slo {
                 short,
                 factor: rule.factor,
             };
-            let (name, severity, delay) = (rule.name(), rule.severity, rule.for_duration.as_secs());
+            let (name, severity) = (rule.name(), rule.severity);
+            let delays = (rule.for_duration.as_secs(), rule.keep_firing_for.as_secs());
             if let Some(event) =
-                step(&mut self.rules[i], holds, now, delay).map(|(t, since)| AlertEvent {
+                step(&mut self.rules[i], holds, now, delays).map(|(t, since)| AlertEvent {
                     slo: self.config.name.clone(),
                     alert: name,
                     severity,
@@ -181,7 +182,7 @@ impl Slo {
             let holds = self
                 .last_traffic
                 .is_some_and(|t| now.saturating_sub(t) >= after.as_secs());
-            if let Some((t, since)) = step(&mut self.no_traffic, holds, now, 0) {
+            if let Some((t, since)) = step(&mut self.no_traffic, holds, now, (0, 0)) {
                 events.push(AlertEvent {
                     slo: self.config.name.clone(),
                     alert: NO_TRAFFIC.to_owned(),
@@ -288,11 +289,22 @@ impl Slo {
     }
 }
 
-/// Moves one alert's state; returns the transition to report and the episode start.
-fn step(state: &mut AlertState, holds: bool, now: u64, delay: u64) -> Option<(Transition, u64)> {
+/// Moves one alert's state, given whether its condition holds and its
+/// `(for_duration, keep_firing_for)` in seconds; returns the transition to report and
+/// the episode start.
+fn step(
+    state: &mut AlertState,
+    holds: bool,
+    now: u64,
+    (delay, keep): (u64, u64),
+) -> Option<(Transition, u64)> {
+    let firing = |since| AlertState::Firing {
+        since,
+        clear_since: None,
+    };
     match (*state, holds) {
         (AlertState::Inactive, true) if delay == 0 => {
-            *state = AlertState::Firing { since: now };
+            *state = firing(now);
             Some((Transition::Firing, now))
         }
         (AlertState::Inactive, true) => {
@@ -300,12 +312,25 @@ fn step(state: &mut AlertState, holds: bool, now: u64, delay: u64) -> Option<(Tr
             None
         }
         (AlertState::Pending { since }, true) if now.saturating_sub(since) >= delay => {
-            *state = AlertState::Firing { since: now };
+            *state = firing(now);
             Some((Transition::Firing, now))
         }
-        (AlertState::Firing { since }, false) => {
-            *state = AlertState::Inactive;
-            Some((Transition::Resolved, since))
+        (AlertState::Firing { since, .. }, true) => {
+            *state = firing(since);
+            None
+        }
+        (AlertState::Firing { since, clear_since }, false) => {
+            let clear = clear_since.unwrap_or(now);
+            if now.saturating_sub(clear) >= keep {
+                *state = AlertState::Inactive;
+                Some((Transition::Resolved, since))
+            } else {
+                *state = AlertState::Firing {
+                    since,
+                    clear_since: Some(clear),
+                };
+                None
+            }
         }
         (AlertState::Pending { .. }, false) => {
             *state = AlertState::Inactive;
