@@ -4,8 +4,8 @@
 //! The proxy's *record* phase (see `docs/ARCHITECTURE.md`) feeds each route's good and
 //! total counts to an [`Slo`] with [`Slo::record`] (e.g. once a second); a background
 //! task calls [`Slo::evaluate`] periodically and hands the returned [`AlertEvent`]s to
-//! notifiers; the admin API reads [`Slo::burn_rate`], [`Slo::budget_remaining`] and
-//! [`Slo::availability`]. The state file is [`Slo::save`] / [`Slo::load`].
+//! notifiers; the admin API reads [`Slo::status`] (or [`Slo::burn_rate`],
+//! [`Slo::budget_remaining`] and [`Slo::availability`] one by one). The state file is [`Slo::save`] / [`Slo::load`].
 //!
 //! Everything is pure: time comes in as seconds, the engine never reads a clock and
 //! does no I/O (saving returns bytes).
@@ -54,4 +54,4 @@ pub mod slo;
 pub use alert::{AlertEvent, AlertState, Signal, Transition, WindowBurn, NO_TRAFFIC};
 pub use buckets::Counts;
 pub use config::{BurnRateRule, ConfigError, Severity, SloConfig};
-pub use slo::{Slo, StateError};
+pub use slo::{AlertStatus, Slo, SloStatus, StateError};

@@ -127,6 +127,41 @@ impl Slo {
             .max()
     }
 
+    /// Returns everything the admin API and dashboard show for this SLO at `now`:
+    /// objective, budget, availability, the burn rate over every alert window and the
+    /// period (shortest first), and each alert's state.
+    pub fn status(&self, now: u64) -> SloStatus {
+        let period = self.config.period.as_secs();
+        let mut windows: Vec<u64> = self
+            .config
+            .rules
+            .iter()
+            .flat_map(|r| [r.long_window.as_secs(), r.short_window.as_secs()])
+            .chain([period])
+            .collect();
+        windows.sort_unstable();
+        windows.dedup();
+        SloStatus {
+            name: self.config.name.clone(),
+            objective: self.config.objective,
+            period_secs: period,
+            at: now,
+            budget_remaining: self.budget_remaining(now),
+            availability: self.availability(now),
+            windows: windows.into_iter().map(|w| self.window(now, w)).collect(),
+            alerts: self
+                .alerts()
+                .into_iter()
+                .map(|(name, severity, state)| AlertStatus {
+                    name,
+                    severity,
+                    state,
+                })
+                .collect(),
+            worst: self.worst(),
+        }
+    }
+
     fn window(&self, now: u64, window_secs: u64) -> WindowBurn {
         let c = self.counts(now, window_secs);
         WindowBurn {
@@ -287,6 +322,40 @@ impl Slo {
         slo.last_traffic = state.last_traffic;
         Ok(slo)
     }
+}
+
+/// One SLO at one moment, for the admin API, the dashboard and SLA reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloStatus {
+    /// The SLO's name.
+    pub name: String,
+    /// Share of good events to achieve.
+    pub objective: f64,
+    /// The period the budget covers, in seconds.
+    pub period_secs: u64,
+    /// When this status was taken (seconds).
+    pub at: u64,
+    /// See [`Slo::budget_remaining`].
+    pub budget_remaining: f64,
+    /// See [`Slo::availability`].
+    pub availability: Option<f64>,
+    /// Burn rate over every rule window and the period, shortest first.
+    pub windows: Vec<WindowBurn>,
+    /// Each alert's state: the rules in config order, then `no-traffic`.
+    pub alerts: Vec<AlertStatus>,
+    /// See [`Slo::worst`].
+    pub worst: Option<Severity>,
+}
+
+/// One alert's state in an [`SloStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertStatus {
+    /// The alert's name (`page-1h-5m`, `no-traffic`).
+    pub name: String,
+    /// How urgent it is.
+    pub severity: Severity,
+    /// Where it stands.
+    pub state: AlertState,
 }
 
 /// Moves one alert's state, given whether its condition holds and its

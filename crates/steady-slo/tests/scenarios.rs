@@ -379,6 +379,37 @@ fn budget_and_availability_report_the_period() {
     assert_eq!(s.budget_remaining(T0 + 31 * DAY), 1.0);
 }
 
+#[test]
+fn status_shows_every_window_and_alert() {
+    let mut s = slo();
+    run(&mut s, T0, T0 + HOUR, 20, 10);
+    let status = s.status(T0 + HOUR);
+    let windows: Vec<u64> = status.windows.iter().map(|w| w.window_secs).collect();
+    assert_eq!(
+        windows,
+        [
+            5 * MIN,
+            30 * MIN,
+            HOUR,
+            2 * HOUR,
+            6 * HOUR,
+            DAY,
+            3 * DAY,
+            30 * DAY
+        ]
+    );
+    assert!(status
+        .windows
+        .iter()
+        .all(|w| (w.burn_rate - 20.0).abs() < 1e-6));
+    assert_eq!(status.alerts.len(), 5);
+    assert_eq!(status.worst, Some(Severity::Page));
+    assert!((status.availability.unwrap() - 0.98).abs() < 1e-9);
+    // It serializes for the admin API.
+    let json = serde_json::to_string(&status).unwrap();
+    assert!(json.contains("\"state\":\"firing\""), "{json}");
+}
+
 mod never_panics {
     use proptest::prelude::*;
 
