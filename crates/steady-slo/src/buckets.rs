@@ -17,7 +17,12 @@
 //! `now − w − (now − w) mod width`, up to `now`: it never misses an event inside the
 //! window and may add the events of less than one bucket width before it. So a window's
 //! old edge is off by less than 10 s for windows up to 6 h, less than 5 min up to 3 d,
-//! and less than 1 h for the period. Events stamped after `now` are not counted.
+//! and less than 1 h for the period. Events in a bucket later than `now`'s are not
+//! counted.
+//!
+//! Timestamps should move forward: a clock stepped back finds buckets stamped in its
+//! future, which keep their slots (and make events mapping to those slots be dropped)
+//! until time catches up.
 
 use serde::{Deserialize, Serialize};
 
