@@ -104,7 +104,7 @@ impl Slo {
     }
 
     /// Returns each alert's name, severity and state: the rules in config order, then
-    /// `no-traffic`.
+    /// `no-traffic` when it is on.
     pub fn alerts(&self) -> Vec<(String, Severity, AlertState)> {
         let mut out: Vec<_> = self
             .config
@@ -113,7 +113,9 @@ impl Slo {
             .zip(&self.rules)
             .map(|(r, s)| (r.name(), r.severity, *s))
             .collect();
-        out.push((NO_TRAFFIC.to_owned(), Severity::Ticket, self.no_traffic));
+        if self.config.no_traffic.is_some() {
+            out.push((NO_TRAFFIC.to_owned(), Severity::Ticket, self.no_traffic));
+        }
         out
     }
 
@@ -341,7 +343,7 @@ pub struct SloStatus {
     pub availability: Option<f64>,
     /// Burn rate over every rule window and the period, shortest first.
     pub windows: Vec<WindowBurn>,
-    /// Each alert's state: the rules in config order, then `no-traffic`.
+    /// Each alert's state: the rules in config order, then `no-traffic` when it is on.
     pub alerts: Vec<AlertStatus>,
     /// See [`Slo::worst`].
     pub worst: Option<Severity>,

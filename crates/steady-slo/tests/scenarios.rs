@@ -403,6 +403,9 @@ fn status_shows_every_window_and_alert() {
         .iter()
         .all(|w| (w.burn_rate - 20.0).abs() < 1e-6));
     assert_eq!(status.alerts.len(), 5);
+    let mut quiet = SloConfig::new("checkout", 0.999);
+    quiet.no_traffic = None;
+    assert_eq!(Slo::try_new(quiet).unwrap().status(T0).alerts.len(), 4);
     assert_eq!(status.worst, Some(Severity::Page));
     assert!((status.availability.unwrap() - 0.98).abs() < 1e-9);
     // It serializes for the admin API.
