@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 const DAY: u64 = 86_400;
+/// Longest period accepted, in days (a year and some slack).
+const MAX_PERIOD_DAYS: u64 = 400;
 
 /// How urgent an alert is. Orders `Ticket < Page`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -140,7 +142,8 @@ impl SloConfig {
         if !(self.objective > 0.0 && self.objective < 1.0) {
             return Err(ConfigError::Objective(self.objective));
         }
-        if self.period.as_secs() < HOUR {
+        // The coarse ring holds one bucket per hour of the period: bound it.
+        if !(HOUR..=MAX_PERIOD_DAYS * DAY).contains(&self.period.as_secs()) {
             return Err(ConfigError::Period(self.period));
         }
         let mut names = std::collections::HashSet::new();
@@ -178,8 +181,8 @@ pub enum ConfigError {
     /// The objective is not strictly between 0 and 1.
     #[error("objective {0} must be strictly between 0 and 1 (e.g. 0.999 for 99.9%)")]
     Objective(f64),
-    /// The period is shorter than one hour.
-    #[error("period {0:?} must be at least 1h")]
+    /// The period is shorter than one hour or longer than 400 days.
+    #[error("period {0:?} must be between 1h and 400d")]
     Period(Duration),
     /// A rule's windows are zero, swapped, or longer than the period (and 3d).
     #[error("rule {0}: the short window must be non-zero and at most the long one, and the long one at most the period (or 3d)")]
@@ -215,6 +218,9 @@ mod tests {
         let mut c = SloConfig::new("x", 1.0);
         assert_eq!(c.validate(), Err(ConfigError::Objective(1.0)));
         c.objective = 0.99;
+        c.period = Duration::from_secs(u64::MAX);
+        assert_eq!(c.validate(), Err(ConfigError::Period(c.period)));
+        c.period = Duration::from_secs(30 * DAY);
         c.rules[0].short_window = Duration::from_secs(2 * HOUR);
         assert_eq!(c.validate(), Err(ConfigError::Windows("page-1h-2h".into())));
         c.rules[0] = c.rules[1].clone();
