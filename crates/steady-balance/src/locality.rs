@@ -122,35 +122,20 @@ fn distribute(health: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Picks a tier index from `health` without allocating: the same rule as
-/// [`tier_shares`], walked against one uniform draw `r` in `[0, 1)`.
-pub(crate) fn pick_tier(health: impl Fn(usize) -> f64, tiers: usize, r: f64) -> Option<usize> {
-    let sum: f64 = (0..tiers).map(&health).sum();
-    if sum <= 0.0 {
-        return None;
-    }
-    let mut left = 1.0f64;
+/// Picks a tier index by its share (from [`tier_shares`]) for one uniform draw `r` in
+/// `[0, 1)`; `None` when every share is 0.
+pub(crate) fn pick_tier(shares: &[f64], r: f64) -> Option<usize> {
     let mut acc = 0.0;
     let mut last = None;
-    for i in 0..tiers {
-        let h = health(i);
-        let share = if sum < 1.0 { h / sum } else { h.min(left) };
-        left -= share;
-        if share > 0.0 {
-            last = Some(i);
-            acc += share;
-            if r < acc {
-                return Some(i);
-            }
+    for (i, &share) in shares.iter().enumerate().filter(|(_, s)| **s > 0.0) {
+        last = Some(i);
+        acc += share;
+        if r < acc {
+            return Some(i);
         }
     }
     // Rounding: r fell past the last positive share.
     last
-}
-
-/// A tier's health from its available and total counts (crate use).
-pub(crate) fn tier_health(available: usize, total: usize, overprovisioning: f64) -> f64 {
-    health((available, total), overprovisioning)
 }
 
 #[cfg(test)]
@@ -233,13 +218,11 @@ mod tests {
 
     #[test]
     fn pick_tier_follows_shares() {
-        let counts = [(2usize, 4usize), (4, 4)];
-        let health = |i: usize| tier_health(counts[i].0, counts[i].1, 1.4);
-        assert_eq!(pick_tier(health, 2, 0.0), Some(0));
-        assert_eq!(pick_tier(health, 2, 0.69), Some(0));
-        assert_eq!(pick_tier(health, 2, 0.71), Some(1));
-        assert_eq!(pick_tier(health, 2, 0.999_999), Some(1));
-        let none = |_| 0.0;
-        assert_eq!(pick_tier(none, 2, 0.5), None);
+        let shares = tier_shares(&[(2, 4), (4, 4)], 1.4);
+        assert_eq!(pick_tier(&shares, 0.0), Some(0));
+        assert_eq!(pick_tier(&shares, 0.69), Some(0));
+        assert_eq!(pick_tier(&shares, 0.71), Some(1));
+        assert_eq!(pick_tier(&shares, 0.999_999), Some(1));
+        assert_eq!(pick_tier(&tier_shares(&[(0, 4), (0, 4)], 1.4), 0.5), None);
     }
 }

@@ -12,7 +12,7 @@ use crate::{
         hashed, least_conn::LeastConn, maglev, maglev::Maglev, p2c_ewma, random::WeightedRandom,
         ring_hash::Ring, round_robin::RoundRobin, smooth_wrr::SmoothWrr, Balancer, Ctx,
     },
-    locality::{pick_tier, tier_health, Locality, Proximity},
+    locality::{pick_tier, tier_shares, Locality, Proximity},
     slow_start::{scaled_weight, WEIGHT_SCALE},
     Algorithm, BalancerConfig, Endpoint,
 };
@@ -214,7 +214,7 @@ impl EndpointSet {
             return Vec::new();
         };
         let counts: Vec<(usize, usize)> = tiers.tiers.iter().map(Tier::counts).collect();
-        let shares = crate::locality::tier_shares(&counts, tiers.overprovisioning);
+        let shares = tier_shares(&counts, tiers.overprovisioning);
         tiers
             .tiers
             .iter()
@@ -386,12 +386,10 @@ impl Tiers {
     /// other tier with a non-avoided available endpoint serves instead, so retries leave
     /// a failing zone rather than repeat in it.
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        let f = self.overprovisioning;
-        let health = |i: usize| {
-            let (available, total) = self.tiers[i].counts();
-            tier_health(available, total, f)
-        };
-        let t = pick_tier(health, self.tiers.len(), fastrand::f64())?;
+        // One scan of availability per pick, shared by every tier's share.
+        let counts: Vec<(usize, usize)> = self.tiers.iter().map(Tier::counts).collect();
+        let shares = tier_shares(&counts, self.overprovisioning);
+        let t = pick_tier(&shares, fastrand::f64())?;
         let chosen = self.tiers[t].pick(pick);
         if pick.avoid.is_empty() {
             return chosen.map(|(i, _)| i);
