@@ -122,11 +122,6 @@ impl Latency {
         }
     }
 
-    /// Returns the sum of all recorded values, in microseconds.
-    pub fn sum_micros(&self) -> u64 {
-        self.sum_micros.load(Ordering::Relaxed)
-    }
-
     /// Returns the distribution of about the last `window` before `now`: counts now
     /// minus those at the newest snapshot taken at or before `now − window` (or the
     /// oldest kept). [`Distribution::window`] says how long it really covers.
