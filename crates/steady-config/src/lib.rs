@@ -20,6 +20,8 @@
 //! - [`limits`]: rate limits, the shared Redis, adaptive concurrency and priorities;
 //!   `steady-limit` enforces them.
 //! - [`retry`]: the retry policy of a route (conditions, attempts, budget, back-off).
+//! - [`slo`]: SLOs (`slos`), their alert routing (`alerts`), the `notifiers` and the
+//!   state file (`slo_state`).
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
 //! - `parse`: text to [`Config`]; recovers after each serde error so that all
 //!   of them are reported ([`parse()`], [`load`]).
@@ -39,6 +41,7 @@ mod locate;
 mod parse;
 pub mod retry;
 pub mod schema;
+pub mod slo;
 pub mod units;
 pub mod validate;
 

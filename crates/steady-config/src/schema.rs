@@ -43,6 +43,18 @@ pub struct Config {
     /// What `/metrics` exports.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Service level objectives over routes.
+    #[serde(default)]
+    pub slos: Vec<crate::slo::Slo>,
+    /// Who hears about page- and ticket-level alerts.
+    #[serde(default)]
+    pub alerts: crate::slo::Alerts,
+    /// Alert receivers (Alertmanager, webhook, PagerDuty, Opsgenie).
+    #[serde(default)]
+    pub notifiers: Vec<crate::slo::Notifier>,
+    /// Where SLO state is kept across restarts.
+    #[serde(default)]
+    pub slo_state: crate::slo::SloState,
 }
 
 /// A named counter of a route's responses that match (`steady_business_events_total`).

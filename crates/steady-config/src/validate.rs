@@ -127,7 +127,90 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
             issues.push(Issue::new(root.key("access_log").key(field), message));
         }
     }
+    check_slos(config, &mut issues);
     issues
+}
+
+/// SLOs, the routes they name, alert routing and notifiers.
+fn check_slos(config: &Config, issues: &mut Vec<Issue>) {
+    let root = FieldPath::root();
+    let slos = root.key("slos");
+    check_names(
+        &slos,
+        "SLO",
+        config.slos.iter().map(|s| s.name.as_str()),
+        issues,
+    );
+    let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    for (i, slo) in config.slos.iter().enumerate() {
+        let path = slos.index(i);
+        for (field, message) in slo.problems() {
+            issues.push(Issue::new(path.key(field), message));
+        }
+        for (k, route) in slo.routes.iter().enumerate() {
+            if !routes.contains(&route.as_str()) {
+                issues.push(
+                    Issue::new(
+                        path.key("routes").index(k),
+                        format!("no route is named `{route}`"),
+                    )
+                    .suggest(closest(route, routes.iter().copied())),
+                );
+            }
+        }
+    }
+    let section = root.key("notifiers");
+    check_names(
+        &section,
+        "notifier",
+        config.notifiers.iter().map(|n| n.name.as_str()),
+        issues,
+    );
+    for (i, notifier) in config.notifiers.iter().enumerate() {
+        for (field, message) in notifier.problems() {
+            issues.push(Issue::new(section.index(i).key(field), message));
+        }
+    }
+    let names: Vec<&str> = config.notifiers.iter().map(|n| n.name.as_str()).collect();
+    let alerts = root.key("alerts");
+    for (key, route) in [
+        ("page", &config.alerts.page),
+        ("ticket", &config.alerts.ticket),
+    ] {
+        let path = alerts.key(key);
+        if !["critical", "error", "warning", "info"].contains(&route.severity.as_str()) {
+            issues.push(Issue::new(
+                path.key("severity"),
+                format!(
+                    "`{}` is not a severity; use critical, error, warning or info",
+                    route.severity
+                ),
+            ));
+        }
+        for (k, name) in route.notify.iter().enumerate() {
+            if !names.contains(&name.as_str()) {
+                issues.push(
+                    Issue::new(
+                        path.key("notify").index(k),
+                        format!("no notifier is named `{name}`"),
+                    )
+                    .suggest(closest(name, names.iter().copied())),
+                );
+            }
+        }
+    }
+    if config.slo_state.path.trim().is_empty() {
+        issues.push(Issue::new(
+            root.key("slo_state").key("path"),
+            "must be a file path",
+        ));
+    }
+    if config.slo_state.save_every.as_secs() == 0 {
+        issues.push(Issue::new(
+            root.key("slo_state").key("save_every"),
+            "must be at least 1s",
+        ));
+    }
 }
 
 /// Rate limits, the Redis they share, priorities, trusted proxies and concurrency.
