@@ -301,6 +301,44 @@
     tbody.replaceChildren(...rows);
   }
 
+  // ---- SLOs -------------------------------------------------------------------------
+
+  function fmtPct(ratio, digits) {
+    return ratio === null || ratio === undefined ? "–" : fmtNum(ratio * 100, digits) + "%";
+  }
+
+  function burnAt(status, secs) {
+    const w = (status.windows || []).find((x) => x.window_secs === secs);
+    return w ? fmtNum(w.burn_rate, 2) : "–";
+  }
+
+  function renderSlos(slos) {
+    const tbody = $("slos-body");
+    if (!Array.isArray(slos) || slos.length === 0) {
+      noData(tbody, 10, Array.isArray(slos) ? "no SLOs configured" : "no data");
+      return;
+    }
+    const rows = slos.map((v) => {
+      const st = v.status;
+      const tr = el("tr", { id: "slo-" + idPart(v.name) });
+      tr.appendChild(el("td", {}, v.name));
+      tr.appendChild(el("td", {}, v.sli));
+      tr.appendChild(el("td", { class: "num" }, fmtPct(st.objective, 3)));
+      const met = v.report.period.met;
+      tr.appendChild(el("td", { class: "num " + (met === false ? "bad" : "") }, fmtPct(v.report.period.achieved, 3)));
+      tr.appendChild(el("td", { class: "num" }, fmtPct(v.report.month_to_date.achieved, 3)));
+      tr.appendChild(el("td", { class: "num " + (st.budget_remaining < 0 ? "bad" : "") }, fmtPct(st.budget_remaining, 1)));
+      tr.appendChild(el("td", { class: "num" }, burnAt(st, 300)));
+      tr.appendChild(el("td", { class: "num" }, burnAt(st, 3600)));
+      tr.appendChild(el("td", { class: "num" }, burnAt(st, 21600)));
+      const firing = (st.alerts || []).filter((a) => a.state && a.state.state === "firing");
+      const text = firing.length ? firing.map((a) => a.name + " (" + a.severity + ")").join(", ") : "ok";
+      tr.appendChild(el("td", { class: firing.length ? "bad" : "ok" }, text));
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+  }
+
   // ---- events -----------------------------------------------------------------------
 
   function renderEvents(data) {
@@ -326,10 +364,11 @@
   // ---- loop -------------------------------------------------------------------------
 
   async function poll() {
-    const [routes, upstreams, events] = await Promise.all([
+    const [routes, upstreams, events, slos] = await Promise.all([
       getJson("/api/routes"),
       getJson("/api/upstreams"),
       getJson("/api/events"),
+      getJson("/api/slos"),
     ]);
     const now = Date.now();
     const routeList = routes && Array.isArray(routes.routes) ? routes.routes : null;
@@ -339,6 +378,7 @@
     renderRouteChoices(routeList);
     renderEndpoints(upstreams);
     renderEvents(events);
+    renderSlos(slos);
     await pollPercentiles();
     polls += 1;
     $("poll-count").textContent = String(polls);

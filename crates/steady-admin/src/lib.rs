@@ -6,7 +6,7 @@
 //!
 //! - [`serve`]: binds nothing itself; runs the admin HTTP server on a bound listener.
 //! - `route`: maps admin paths to answers (`/livez`, `/readyz`, `/startupz`, `/metrics`,
-//!   `/api/upstreams`, `/api/routes`, `/api/events`, `/dashboard`, `/`).
+//!   `/api/upstreams`, `/api/routes`, `/api/slos`, `/api/events`, `/dashboard`, `/`).
 //! - `routes`: `/api/routes` (golden signals per route) and
 //!   `/api/routes/NAME/latency` (the full latency distribution, JSON or `.hgrm`).
 //! - [`upstreams_json`] and [`events_json`]: the JSON of `/api/upstreams` and
@@ -160,6 +160,28 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/api/slos" => {
+            let views = gateway.slos().views(steady_proxy::slo::unix_now());
+            let body = serde_json::to_vec_pretty(&views).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
+        }
+        path if path.starts_with("/api/slos/") => {
+            let name = &path["/api/slos/".len()..];
+            let views = gateway.slos().views(steady_proxy::slo::unix_now());
+            match views.iter().find(|v| v.name == name) {
+                Some(view) => text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec_pretty(view).unwrap_or_default(),
+                ),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    serde_json::json!({ "error": format!("no SLO is named `{name}`") })
+                        .to_string(),
+                ),
+            }
+        }
         "/api/events" => {
             let body = serde_json::to_vec_pretty(&events_json(gateway)).unwrap_or_default();
             text(StatusCode::OK, "application/json", body)
@@ -183,6 +205,7 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
              <li><a href=\"/metrics\">/metrics</a></li>\n\
              <li><a href=\"/api/upstreams\">/api/upstreams</a></li>\n\
              <li><a href=\"/api/routes\">/api/routes</a> (and /api/routes/NAME/latency?window=5m[&amp;format=hgrm])</li>\n\
+             <li><a href=\"/api/slos\">/api/slos</a> (and /api/slos/NAME): budgets, burn rates, alerts, monthly report</li>\n\
              <li><a href=\"/api/events\">/api/events</a></li>\n\
              <li><a href=\"/livez\">/livez</a> <a href=\"/readyz\">/readyz</a> \
              <a href=\"/startupz\">/startupz</a></li>\n<li>POST /reload</li>\n</ul>\n",

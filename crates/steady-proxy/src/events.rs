@@ -25,6 +25,8 @@ pub enum EventKind {
     Reload,
     /// An endpoint asked to drain (or ended its drain), or the gateway began draining.
     Drain,
+    /// An SLO alert fired or resolved.
+    Alert,
 }
 
 /// One recorded state change.

@@ -76,6 +76,8 @@ pub struct Gateway {
     pub(crate) access_log: crate::http::SharedAccessLog,
     /// Recent state changes for the admin API; upstreams get a handle when they start.
     pub(crate) events: Arc<Events>,
+    /// The SLOs of the running config, their engines and state file.
+    pub(crate) slos: Arc<crate::slo::Slos>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     ready: AtomicBool,
@@ -169,10 +171,13 @@ impl Gateway {
         let upstreams: SharedUpstreams = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let redis: SharedRedis = Arc::new(ArcSwapOption::empty());
         let access_log: crate::http::SharedAccessLog = Arc::new(ArcSwapOption::empty());
+        let events = Arc::new(Events::default());
+        let slos = Arc::new(crate::slo::Slos::new(events.clone()));
         let metrics = Arc::new(Metrics::new(
             upstreams.clone(),
             redis.clone(),
             access_log.clone(),
+            slos.clone(),
         ));
         let gateway = Arc::new(Gateway {
             workers,
@@ -182,7 +187,8 @@ impl Gateway {
             view: RwLock::new(View::default()),
             metrics,
             access_log,
-            events: Arc::new(Events::default()),
+            events,
+            slos,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
@@ -194,6 +200,11 @@ impl Gateway {
             gateway.apply(&mut control, config).await?;
         }
         spawn_rate_limit_sweep(gateway.http_listeners.clone(), gateway.shutdown.clone());
+        spawn_slo_ticks(
+            gateway.slos.clone(),
+            gateway.metrics.clone(),
+            gateway.shutdown.clone(),
+        );
         Ok(gateway)
     }
 
@@ -212,9 +223,14 @@ impl Gateway {
         &self.metrics
     }
 
-    /// Recent state changes (health flips, ejections, reloads, drains).
+    /// Recent state changes (health flips, ejections, reloads, drains, SLO alerts).
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// The SLOs, their budgets and alerts.
+    pub fn slos(&self) -> &Arc<crate::slo::Slos> {
+        &self.slos
     }
 
     pub(crate) fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
@@ -283,8 +299,46 @@ impl Gateway {
         } else {
             tracing::warn!(deadline = ?deadline, "drain deadline passed; closing remaining connections");
         }
+        // The last requests count, then the state survives the restart.
+        self.slos
+            .tick(crate::slo::unix_now(), &self.metrics.routes());
+        if let Err(e) = self.slos.save() {
+            tracing::warn!(error = %e, "cannot save the SLO state");
+        }
         drained
     }
+}
+
+/// Feeds the SLO engines once a second and saves their state every
+/// `slo_state.save_every`, until shutdown (which does the last tick and save itself).
+fn spawn_slo_ticks(
+    slos: Arc<crate::slo::Slos>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_save = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            slos.tick(crate::slo::unix_now(), &metrics.routes());
+            let Some(save_every) = slos.save_every() else {
+                continue;
+            };
+            if last_save.elapsed() >= save_every {
+                last_save = tokio::time::Instant::now();
+                let slos = slos.clone();
+                let saved = tokio::task::spawn_blocking(move || slos.save()).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(error = %e, "cannot save the SLO state");
+                }
+            }
+        }
+    });
 }
 
 /// An accept loop of one worker for one listener.

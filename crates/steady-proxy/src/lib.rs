@@ -25,6 +25,9 @@
 //!   percentiles, Prometheus buckets and `.hgrm` output.
 //! - [`route_stats`]: per-route requests by method and status class, failures by
 //!   reason and the latency histogram, exported at scrape time.
+//! - [`slo`]: SLOs in the gateway: per-route SLI taps on the request path, the
+//!   once-a-second tick that feeds `steady-slo`'s engines and alerts, the state file,
+//!   `steady_slo_*` metrics and the views of `/api/slos`.
 //! - [`router`]: route matching on host, path, headers and method.
 //! - [`upstream`]: endpoint sets per upstream, DNS re-resolution, hash keys, the pooled
 //!   client.
@@ -58,6 +61,7 @@ pub mod process;
 pub mod reload;
 pub mod route_stats;
 pub mod router;
+pub mod slo;
 pub mod tcp;
 pub mod tls;
 pub mod trace;

@@ -66,6 +66,7 @@ impl Metrics {
         upstreams: SharedUpstreams,
         redis: SharedRedis,
         access_log: crate::http::SharedAccessLog,
+        slos: Arc<crate::slo::Slos>,
     ) -> Metrics {
         let mut registry = Registry::default();
         let routes = crate::route_stats::RouteTable::default();
@@ -113,6 +114,7 @@ impl Metrics {
             shed.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
+        registry.register_collector(Box::new(crate::slo::SloCollector(slos)));
         registry.register_collector(Box::new(crate::access_log::AccessLogCollector(access_log)));
         let per_endpoint = Arc::new(std::sync::atomic::AtomicBool::new(true));
         registry.register_collector(Box::new(EndpointCollector {

@@ -514,12 +514,26 @@ impl Gateway {
         // The latency buckets `/metrics` derives (the histograms keep
         // everything, so a new layout loses nothing).
         self.metrics.set_per_endpoint(config.metrics.per_endpoint);
+        // SLOs: counters of kept SLOs carry on; each route gets the taps of the SLOs
+        // that name it.
+        self.slos
+            .configure(config)
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        for r in &config.routes {
+            self.metrics
+                .route(&r.name, &r.upstream)
+                .set_slis(self.slos.taps_for(&r.name));
+        }
+        // Every latency SLO's threshold is a bucket bound, so Prometheus sees the
+        // same split the SLO does.
         self.metrics.set_latency_buckets(
             config
                 .metrics
                 .latency_buckets
                 .iter()
-                .map(std::time::Duration::as_secs_f64)
+                .copied()
+                .chain(self.slos.thresholds())
+                .map(|d| d.as_secs_f64())
                 .collect(),
         );
         // Upstreams first, so that new endpoints have their initial health

@@ -59,6 +59,8 @@ pub struct RouteStats {
     latency: Arc<Latency>,
     /// Business events counted on this route (`count:`), replaced by reloads.
     events: ArcSwap<Vec<Arc<Event>>>,
+    /// The SLOs that count this route's requests, replaced by reloads.
+    slis: ArcSwap<Vec<crate::slo::SliTap>>,
 }
 
 /// One business event: a named counter of the responses that match.
@@ -95,7 +97,13 @@ impl RouteStats {
             failures: Mutex::new(BTreeMap::new()),
             latency: Latency::spawn(Instant::now()),
             events: ArcSwap::from_pointee(Vec::new()),
+            slis: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Sets the SLOs this route's requests count for.
+    pub fn set_slis(&self, taps: Vec<crate::slo::SliTap>) {
+        self.slis.store(Arc::new(taps));
     }
 
     /// Counts the business events `config` names from now on; an event whose
@@ -140,6 +148,9 @@ impl RouteStats {
             if event.matches(method, status) {
                 event.count.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        for tap in self.slis.load().iter() {
+            tap.record(status, elapsed);
         }
     }
 

@@ -29,9 +29,16 @@ upstreams:
     circuit_breakers: {{max_connections: 10, max_requests: 10}}
     health: {{passive: {{consecutive_failures: 3}}}}
     endpoints: [{{address: {backend}}}, {{address: {dead}}}]
+slos:
+  - {{name: api-availability, routes: [api], objective: 99.9%, anomaly: {{}}}}
+  - {{name: api-latency, routes: [api], objective: 99%, sli: {{latency_below: 300ms}}}}
+slo_state: {{path: {state}}}
 ",
         backend = backend.addr(),
         dead = steady_testkit::dead_addr(),
+        state = std::env::temp_dir()
+            .join(format!("steady-promtool-{}.json", std::process::id()))
+            .display(),
     );
     let steady = start_yaml(&yaml).await;
     for _ in 0..4 {
@@ -41,6 +48,7 @@ upstreams:
     assert!(text.contains("steady_rate_limited_total"), "{text}");
     assert!(text.contains("steady_concurrency_limit"), "{text}");
     assert!(text.contains("steady_circuit_breaker_limit"), "{text}");
+    assert!(text.contains("steady_slo_burn_rate_ratio"), "{text}");
 
     promtool_check(&text);
 }

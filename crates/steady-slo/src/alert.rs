@@ -51,6 +51,18 @@ pub enum Signal {
         /// The rule's threshold.
         factor: f64,
     },
+    /// A signal left its baseline band (see [`crate::anomaly`]).
+    Anomaly {
+        /// `traffic` (requests per minute), `errors` (bad share) or `latency` (p99
+        /// seconds).
+        metric: String,
+        /// The last minute's value.
+        value: f64,
+        /// The baseline (EWMA mean) it departed from.
+        baseline: f64,
+        /// Half-width of the normal band around the baseline.
+        band: f64,
+    },
     /// The route had traffic and has had none since `last_traffic` (seconds).
     NoTraffic {
         /// Timestamp of the last recorded event, if any.

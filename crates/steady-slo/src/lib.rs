@@ -43,10 +43,13 @@
 //! - [`buckets`]: good/total counts in three fixed rings of 10 s, 5 min and 1 h
 //!   buckets; the memory bound and each window's precision are documented there.
 //! - [`alert`]: alert states and the [`AlertEvent`]s notifiers receive.
+//! - [`anomaly`]: ticket-level alerts when traffic, error rate or latency leave an
+//!   EWMA band around their recent baseline ([`anomaly::Watch`]).
 //! - [`slo`]: [`Slo`], which ties them together: recording, queries, evaluation and
 //!   the saved state.
 
 pub mod alert;
+pub mod anomaly;
 pub mod buckets;
 pub mod config;
 pub mod slo;

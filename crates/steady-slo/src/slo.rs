@@ -363,7 +363,7 @@ pub struct AlertStatus {
 /// Moves one alert's state, given whether its condition holds and its
 /// `(for_duration, keep_firing_for)` in seconds; returns the transition to report and
 /// the episode start.
-fn step(
+pub(crate) fn step(
     state: &mut AlertState,
     holds: bool,
     now: u64,

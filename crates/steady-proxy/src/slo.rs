@@ -1,0 +1,685 @@
+//! SLOs in the running gateway: per-request SLI taps, the engine's clock and state
+//! file, and what the admin API and `/metrics` read.
+//!
+//! The request path only touches [`SliTap`]s: each route holds one tap per SLO that
+//! counts it, and a tap is two relaxed atomic adds. Once a second a task on the
+//! gateway's runtime calls [`Slos::tick`], which reads each SLO's counters, records the
+//! difference in the `steady-slo` engine (time buckets), evaluates the burn-rate
+//! alerts and anomaly bands, and hands the alert changes to the notifiers. Every
+//! `slo_state.save_every` (and at shutdown) the engines' state is written to the state
+//! file, so a restart keeps the period's budget.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use serde::Serialize;
+use steady_config::slo::{Sli, Slo as SloSettings};
+use steady_config::{Config, StatusMatch};
+use steady_slo::anomaly::{AnomalyConfig, Watch};
+use steady_slo::{AlertEvent, Severity, Slo, SloConfig, SloStatus, Transition};
+
+use crate::events::{EventKind, Events};
+
+/// Alert changes kept per SLO for the admin API.
+const HISTORY: usize = 100;
+/// Version of the state file's outer format (each SLO's part has its own).
+const FILE_VERSION: u32 = 1;
+
+/// Returns the wall clock in whole seconds since the Unix epoch: SLO buckets are
+/// stamped in wall time so that they mean the same after a restart.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One SLO's event counters since the process started (`steady_slo_events_total`,
+/// `steady_slo_bad_events_total`).
+#[derive(Debug, Default)]
+pub struct SliCounter {
+    total: AtomicU64,
+    bad: AtomicU64,
+}
+
+impl SliCounter {
+    /// `(total, bad)` so far.
+    pub fn get(&self) -> (u64, u64) {
+        // Bad first: a request counted between the two loads can only make total
+        // larger, never bad larger than total.
+        let bad = self.bad.load(Ordering::Relaxed);
+        (self.total.load(Ordering::Relaxed).max(bad), bad)
+    }
+}
+
+/// What makes a request bad for one SLO.
+#[derive(Debug, Clone, PartialEq)]
+enum BadWhen {
+    Status(Vec<StatusMatch>),
+    SlowerThan(Duration),
+}
+
+impl BadWhen {
+    fn new(sli: &Sli) -> BadWhen {
+        match sli {
+            Sli::Availability { errors } => BadWhen::Status(errors.clone()),
+            Sli::LatencyBelow(d) => BadWhen::SlowerThan(*d),
+        }
+    }
+}
+
+/// Counts one route's requests for one SLO; called on the request path.
+#[derive(Debug, Clone)]
+pub struct SliTap {
+    bad_when: Arc<BadWhen>,
+    counter: Arc<SliCounter>,
+}
+
+impl SliTap {
+    /// Counts a request answered with `status` after `elapsed` (to response head).
+    #[inline]
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.counter.total.fetch_add(1, Ordering::Relaxed);
+        let bad = match &*self.bad_when {
+            BadWhen::Status(list) => list.iter().any(|s| s.matches(status)),
+            BadWhen::SlowerThan(limit) => elapsed > *limit,
+        };
+        if bad {
+            self.counter.bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Receives the alert changes the engine produces (the notifiers, in the gateway).
+pub type AlertSink = Arc<dyn Fn(&SloSettings, &AlertEvent) + Send + Sync>;
+
+/// Every SLO of the running config.
+pub struct Slos {
+    inner: Mutex<Inner>,
+    events: Arc<Events>,
+}
+
+impl std::fmt::Debug for Slos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slos").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    state_path: Option<PathBuf>,
+    save_every: Duration,
+    sink: Option<AlertSink>,
+    /// Saved state read from the file at start, by SLO name, until an SLO claims it.
+    loaded: BTreeMap<String, serde_json::Value>,
+    file_read: bool,
+}
+
+struct Entry {
+    settings: SloSettings,
+    bad_when: Arc<BadWhen>,
+    counter: Arc<SliCounter>,
+    /// Counter values already recorded in the engine.
+    seen: (u64, u64),
+    engine: Slo,
+    history: VecDeque<AlertEvent>,
+    anomaly: Option<Watch>,
+}
+
+/// Why the SLOs of a config could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SloError {
+    /// The SLO's settings are out of range (validation should have caught it).
+    #[error("slo `{0}`: {1}")]
+    Invalid(String, String),
+}
+
+/// Turns config settings into the engine's.
+pub fn engine_config(s: &SloSettings) -> SloConfig {
+    let mut c = SloConfig::new(s.name.clone(), s.objective.0);
+    c.period = s.period;
+    c.min_events = s.min_events;
+    c.no_traffic = s.no_traffic;
+    c.rules = s
+        .rules()
+        .into_iter()
+        .map(|r| steady_slo::BurnRateRule {
+            severity: match r.severity {
+                steady_config::slo::Severity::Page => Severity::Page,
+                steady_config::slo::Severity::Ticket => Severity::Ticket,
+            },
+            long_window: r.long_window,
+            short_window: r.short_window,
+            factor: r.factor,
+            for_duration: r.for_duration,
+            keep_firing_for: r.keep_firing_for,
+        })
+        .collect();
+    c
+}
+
+fn anomaly_watch(a: &steady_config::slo::Anomaly) -> Watch {
+    Watch::new(AnomalyConfig {
+        sigmas: a.sigmas,
+        half_life: a.half_life,
+        for_duration: a.for_duration,
+        warmup: a.warmup,
+    })
+}
+
+/// The worst p99 latency (seconds) over the last minute among `names`' routes.
+fn recent_p99(routes: &[crate::metrics::RouteMetrics], names: &[String]) -> Option<f64> {
+    let now = std::time::Instant::now();
+    routes
+        .iter()
+        .filter(|r| names.iter().any(|n| n == r.route()))
+        .filter_map(|r| {
+            r.latency()
+                .recent(Duration::from_secs(60), now)
+                .quantile(0.99)
+        })
+        .map(|d| d.as_secs_f64())
+        .max_by(f64::total_cmp)
+}
+
+impl Slos {
+    /// No SLOs yet; [`Slos::configure`] sets them.
+    pub fn new(events: Arc<Events>) -> Slos {
+        Slos {
+            inner: Mutex::new(Inner::default()),
+            events,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets where alert changes go.
+    pub fn set_sink(&self, sink: Option<AlertSink>) {
+        self.lock().sink = sink;
+    }
+
+    /// Takes the SLOs of `config`. An SLO whose SLI and routes are unchanged keeps its
+    /// counts and alert states (its objective, period and rules may change); a new or
+    /// redefined one starts empty, or from the state file at the first call.
+    pub fn configure(&self, config: &Config) -> Result<(), SloError> {
+        let mut inner = self.lock();
+        if !inner.file_read {
+            inner.file_read = true;
+            let path = PathBuf::from(&config.slo_state.path);
+            if !config.slos.is_empty() {
+                inner.loaded = read_state_file(&path);
+            }
+        }
+        inner.state_path = (!config.slos.is_empty()).then(|| config.slo_state.path.clone().into());
+        inner.save_every = config.slo_state.save_every;
+        let mut old: Vec<Entry> = std::mem::take(&mut inner.entries);
+        let mut entries = Vec::with_capacity(config.slos.len());
+        for settings in &config.slos {
+            let engine_config = engine_config(settings);
+            let kept = old.iter().position(|e| {
+                e.settings.name == settings.name
+                    && e.settings.sli == settings.sli
+                    && e.settings.routes == settings.routes
+            });
+            let entry = match kept.map(|i| old.swap_remove(i)) {
+                Some(mut e) => {
+                    if e.settings != *settings {
+                        e.engine = Slo::load(engine_config, &e.engine.save()).map_err(|err| {
+                            SloError::Invalid(settings.name.clone(), err.to_string())
+                        })?;
+                        if e.settings.anomaly != settings.anomaly {
+                            e.anomaly = settings.anomaly.as_ref().map(anomaly_watch);
+                        }
+                        e.settings = settings.clone();
+                    }
+                    e
+                }
+                None => {
+                    let engine = match inner.loaded.remove(&settings.name) {
+                        Some(saved) => {
+                            let bytes = serde_json::to_vec(&saved).unwrap_or_default();
+                            Slo::load(engine_config.clone(), &bytes).unwrap_or_else(|err| {
+                                tracing::warn!(slo = %settings.name, error = %err, "SLO state not used; starting empty");
+                                Slo::try_new(engine_config.clone()).expect("validated")
+                            })
+                        }
+                        None => Slo::try_new(engine_config).map_err(|err| {
+                            SloError::Invalid(settings.name.clone(), err.to_string())
+                        })?,
+                    };
+                    Entry {
+                        bad_when: Arc::new(BadWhen::new(&settings.sli)),
+                        counter: Arc::default(),
+                        seen: (0, 0),
+                        engine,
+                        history: VecDeque::new(),
+                        anomaly: settings.anomaly.as_ref().map(anomaly_watch),
+                        settings: settings.clone(),
+                    }
+                }
+            };
+            entries.push(entry);
+        }
+        inner.entries = entries;
+        Ok(())
+    }
+
+    /// The taps `route` records into: one per SLO that names it.
+    pub fn taps_for(&self, route: &str) -> Vec<SliTap> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.settings.routes.iter().any(|r| r == route))
+            .map(|e| SliTap {
+                bad_when: e.bad_when.clone(),
+                counter: e.counter.clone(),
+            })
+            .collect()
+    }
+
+    /// Latency thresholds of the latency SLOs, so `/metrics` buckets include them.
+    pub fn thresholds(&self) -> Vec<Duration> {
+        self.lock()
+            .entries
+            .iter()
+            .filter_map(|e| match &*e.bad_when {
+                BadWhen::SlowerThan(d) => Some(*d),
+                BadWhen::Status(_) => None,
+            })
+            .collect()
+    }
+
+    /// How often the state is saved, if there are SLOs.
+    pub fn save_every(&self) -> Option<Duration> {
+        let inner = self.lock();
+        inner.state_path.as_ref().map(|_| inner.save_every)
+    }
+
+    /// Records what the counters gained since the last tick at `now` (seconds), then
+    /// evaluates every alert; returns the alert changes (also sent to the sink, the
+    /// recent events and the log).
+    ///
+    /// `samples` gives each route's recent latency, for the anomaly bands.
+    pub fn tick(&self, now: u64, routes: &[crate::metrics::RouteMetrics]) -> Vec<AlertEvent> {
+        let mut inner = self.lock();
+        let sink = inner.sink.clone();
+        let mut out = Vec::new();
+        for e in &mut inner.entries {
+            let (total, bad) = e.counter.get();
+            let (d_total, d_bad) = (total.saturating_sub(e.seen.0), bad.saturating_sub(e.seen.1));
+            e.seen = (total, bad);
+            e.engine.record(now, d_total - d_bad.min(d_total), d_total);
+            let mut events = e.engine.evaluate(now);
+            if let Some(watch) = &mut e.anomaly {
+                let latency = recent_p99(routes, &e.settings.routes);
+                events.extend(watch.observe(
+                    now,
+                    &e.settings.name,
+                    d_total,
+                    d_bad,
+                    latency,
+                    e.engine.budget_remaining(now),
+                ));
+            }
+            for event in events {
+                self.announce(&e.settings, &event);
+                if let Some(sink) = &sink {
+                    sink(&e.settings, &event);
+                }
+                if e.history.len() == HISTORY {
+                    e.history.pop_front();
+                }
+                e.history.push_back(event.clone());
+                out.push(event);
+            }
+        }
+        out
+    }
+
+    fn announce(&self, settings: &SloSettings, event: &AlertEvent) {
+        let what = match event.transition {
+            Transition::Firing => "firing",
+            Transition::Resolved => "resolved",
+        };
+        let severity = match event.severity {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+        };
+        let message = format!(
+            "slo {} alert {} ({severity}) {what}; budget remaining {:.1}%",
+            settings.name,
+            event.alert,
+            event.budget_remaining * 100.0
+        );
+        match event.transition {
+            Transition::Firing => {
+                tracing::warn!(slo = %settings.name, alert = %event.alert, severity, budget_remaining = event.budget_remaining, "SLO alert firing")
+            }
+            Transition::Resolved => {
+                tracing::info!(slo = %settings.name, alert = %event.alert, severity, "SLO alert resolved")
+            }
+        }
+        self.events.push(EventKind::Alert, None, None, message);
+    }
+
+    /// Writes every SLO's state to the state file (a temporary file, then a rename).
+    pub fn save(&self) -> std::io::Result<()> {
+        let inner = self.lock();
+        let Some(path) = inner.state_path.clone() else {
+            return Ok(());
+        };
+        let mut slos = serde_json::Map::new();
+        for e in &inner.entries {
+            let state: serde_json::Value =
+                serde_json::from_slice(&e.engine.save()).unwrap_or_default();
+            slos.insert(e.settings.name.clone(), state);
+        }
+        // Keep what was loaded but is not configured now (an SLO commented out for a
+        // while keeps its month).
+        for (name, state) in &inner.loaded {
+            slos.entry(name.clone()).or_insert_with(|| state.clone());
+        }
+        drop(inner);
+        let file = serde_json::json!({
+            "version": FILE_VERSION,
+            "saved_at": unix_now(),
+            "slos": slos,
+        });
+        let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Every SLO's status at `now`, for the admin API.
+    pub fn views(&self, now: u64) -> Vec<SloView> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|e| {
+                let mut status = e.engine.status(now);
+                if let Some(watch) = &e.anomaly {
+                    status.alerts.extend(watch.alerts());
+                    if watch.firing() && status.worst.is_none() {
+                        status.worst = Some(Severity::Ticket);
+                    }
+                }
+                SloView {
+                    name: e.settings.name.clone(),
+                    description: e.settings.description.clone(),
+                    routes: e.settings.routes.clone(),
+                    sli: match &e.settings.sli {
+                        Sli::Availability { .. } => "availability".into(),
+                        Sli::LatencyBelow(d) => {
+                            format!(
+                                "latency_below {}",
+                                steady_config::units::format_duration(*d)
+                            )
+                        }
+                    },
+                    events_total: e.counter.get().0,
+                    bad_events_total: e.counter.get().1,
+                    status,
+                    report: report(&e.engine, now),
+                    history: e.history.iter().rev().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes the `steady_slo_*` series.
+    pub(crate) fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let now = unix_now();
+        let views = self.views(now);
+        if views.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut enc = encoder.encode_descriptor(
+                "steady_slo_events",
+                "Requests counted by each SLO since start.",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &views {
+                ConstCounter::new(v.events_total)
+                    .encode(enc.encode_family(&[("slo", v.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut enc = encoder.encode_descriptor(
+                "steady_slo_bad_events",
+                "Requests each SLO counted as bad (errors, or slower than its threshold) since start.",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &views {
+                ConstCounter::new(v.bad_events_total)
+                    .encode(enc.encode_family(&[("slo", v.name.as_str())])?)?;
+            }
+        }
+        let gauges: [(&str, &str, GaugeOf); 2] = [
+            (
+                "steady_slo_objective_ratio",
+                "Each SLO's objective (share of good requests).",
+                |v| v.status.objective,
+            ),
+            (
+                "steady_slo_error_budget_remaining_ratio",
+                "Share of the period's error budget left (negative when overspent).",
+                |v| v.status.budget_remaining,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut enc = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for v in &views {
+                ConstGauge::new(value(v))
+                    .encode(enc.encode_family(&[("slo", v.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut enc = encoder.encode_descriptor(
+                "steady_slo_burn_rate_ratio",
+                "Error-budget burn rate over each alert window and the period (1 spends the budget in exactly one period).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &views {
+                for w in &v.status.windows {
+                    let window =
+                        steady_config::units::format_duration(Duration::from_secs(w.window_secs));
+                    ConstGauge::new(w.burn_rate).encode(enc.encode_family(&[
+                        ("slo", v.name.as_str()),
+                        ("window", window.as_str()),
+                    ])?)?;
+                }
+            }
+        }
+        {
+            let mut enc = encoder.encode_descriptor(
+                "steady_slo_alert_firing",
+                "1 while an SLO alert fires, else 0.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &views {
+                for a in &v.status.alerts {
+                    let severity = match a.severity {
+                        Severity::Page => "page",
+                        Severity::Ticket => "ticket",
+                    };
+                    ConstGauge::new(i64::from(a.state.is_firing())).encode(enc.encode_family(
+                        &[
+                            ("slo", v.name.as_str()),
+                            ("alert", a.name.as_str()),
+                            ("severity", severity),
+                        ],
+                    )?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads one gauge's value from a view.
+type GaugeOf = fn(&SloView) -> f64;
+
+/// Exports [`Slos`] at scrape time.
+#[derive(Debug)]
+pub(crate) struct SloCollector(pub(crate) Arc<Slos>);
+
+impl Collector for SloCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode(&mut encoder)
+    }
+}
+
+/// One SLO as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloView {
+    /// The SLO's name.
+    pub name: String,
+    /// Its description, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Routes it counts.
+    pub routes: Vec<String>,
+    /// `availability` or `latency_below 300ms`.
+    pub sli: String,
+    /// Requests counted since this process started.
+    pub events_total: u64,
+    /// Bad requests counted since this process started.
+    pub bad_events_total: u64,
+    /// Objective, budget, burn rates and alert states.
+    pub status: SloStatus,
+    /// Achieved versus objective over the period and the calendar month so far.
+    pub report: Report,
+    /// Alert changes, newest first.
+    pub history: Vec<AlertEvent>,
+}
+
+/// An SLA-style report of one SLO.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The objective.
+    pub objective: f64,
+    /// Over the rolling period.
+    pub period: ReportWindow,
+    /// Over the calendar month (UTC) so far, within what the period's buckets hold.
+    pub month_to_date: ReportWindow,
+}
+
+/// Achieved availability over one window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportWindow {
+    /// Start of the window (seconds since the epoch).
+    pub from: u64,
+    /// End of the window.
+    pub to: u64,
+    /// Requests in the window.
+    pub total: u64,
+    /// Bad requests in the window.
+    pub bad: u64,
+    /// `good / total`, or `None` without requests.
+    pub achieved: Option<f64>,
+    /// Whether `achieved` meets the objective (`None` without requests).
+    pub met: Option<bool>,
+    /// Share of the window's budget spent (`bad / (budget × total)`).
+    pub budget_spent: Option<f64>,
+}
+
+fn report(engine: &Slo, now: u64) -> Report {
+    let objective = engine.config().objective;
+    let period = engine.config().period.as_secs();
+    let window = |from: u64| {
+        let c = engine.counts(now, now - from);
+        let achieved = c.error_rate().map(|r| 1.0 - r);
+        ReportWindow {
+            from,
+            to: now,
+            total: c.total,
+            bad: c.bad(),
+            achieved,
+            met: achieved.map(|a| a >= objective),
+            budget_spent: c.error_rate().map(|r| r / (1.0 - objective)),
+        }
+    };
+    let month_start = month_start(now).max(now.saturating_sub(period));
+    Report {
+        objective,
+        period: window(now.saturating_sub(period)),
+        month_to_date: window(month_start),
+    }
+}
+
+/// The first second of `now`'s calendar month, UTC.
+fn month_start(now: u64) -> u64 {
+    let days = now / 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), then back to the 1st.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day_of_month = doy - (153 * mp + 2) / 5; // 0-based
+    (days as i64 - day_of_month) as u64 * 86_400
+}
+
+fn read_state_file(path: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the SLO state file; SLOs start empty");
+            return BTreeMap::new();
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct File {
+        version: u32,
+        slos: BTreeMap<String, serde_json::Value>,
+    }
+    match serde_json::from_slice::<File>(&bytes) {
+        Ok(f) if f.version == FILE_VERSION => {
+            tracing::info!(path = %path.display(), slos = f.slos.len(), "SLO state loaded");
+            f.slos
+        }
+        Ok(f) => {
+            tracing::warn!(path = %path.display(), version = f.version, "SLO state file has an unknown version; SLOs start empty");
+            BTreeMap::new()
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "SLO state file is corrupt; SLOs start empty");
+            BTreeMap::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_start_is_the_first_of_the_month_utc() {
+        // 2026-11-25T19:20:00Z → 2026-11-01T00:00:00Z.
+        assert_eq!(month_start(1_795_634_400), 1_793_491_200);
+        // 2024-03-01 stays; 2024-02-29 goes to 2024-02-01.
+        assert_eq!(month_start(1_709_251_200), 1_709_251_200);
+        assert_eq!(month_start(1_709_164_800), 1_706_745_600);
+    }
+}
