@@ -674,6 +674,71 @@ fn read_state_file(path: &std::path::Path) -> BTreeMap<String, serde_json::Value
 mod tests {
     use super::*;
 
+    fn config(slos: &str) -> Config {
+        let yaml = format!(
+            "listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes: [{{name: api, listener: web, upstream: app}}, {{name: admin, listener: web, upstream: app}}]
+upstreams: [{{name: app, endpoints: [{{address: 127.0.0.1:9}}]}}]
+slo_state: {{path: /dev/null/steady-test-state.json}}
+slos: {slos}
+"
+        );
+        steady_config::parse(&yaml, "<test>").unwrap()
+    }
+
+    fn period_total(slos: &Slos, now: u64) -> u64 {
+        let v = slos.views(now);
+        let w = v[0].status.windows.last().unwrap();
+        w.total
+    }
+
+    #[test]
+    fn taps_count_by_sli_and_a_reload_keeps_or_resets_counts() {
+        let slos = Slos::new(Arc::new(Events::default()));
+        slos.configure(&config("[{name: a, routes: [api], objective: 99%}]"))
+            .unwrap();
+        assert!(slos.taps_for("admin").is_empty());
+        let taps = slos.taps_for("api");
+        assert_eq!(taps.len(), 1);
+        for status in [200, 201, 404, 500, 503] {
+            taps[0].record(status, Duration::from_millis(1));
+        }
+        let t = 1_800_000_000;
+        slos.tick(t, &[]);
+        assert_eq!(period_total(&slos, t), 5);
+        assert_eq!(slos.views(t)[0].bad_events_total, 2);
+
+        // A new objective keeps the counts (and the tap keeps counting).
+        slos.configure(&config("[{name: a, routes: [api], objective: 99.9%}]"))
+            .unwrap();
+        taps[0].record(200, Duration::ZERO);
+        slos.tick(t + 1, &[]);
+        assert_eq!(period_total(&slos, t + 1), 6);
+        assert!((slos.views(t + 1)[0].status.objective - 0.999).abs() < 1e-12);
+
+        // A new SLI means new counts.
+        slos.configure(&config(
+            "[{name: a, routes: [api], objective: 99.9%, sli: {latency_below: 10ms}}]",
+        ))
+        .unwrap();
+        assert_eq!(period_total(&slos, t + 1), 0);
+        let taps = slos.taps_for("api");
+        taps[0].record(200, Duration::from_millis(5));
+        taps[0].record(500, Duration::from_millis(50));
+        slos.tick(t + 2, &[]);
+        let v = slos.views(t + 2);
+        assert_eq!((v[0].events_total, v[0].bad_events_total), (2, 1));
+        assert_eq!(slos.thresholds(), [Duration::from_millis(10)]);
+    }
+
+    #[test]
+    fn an_unwritable_state_path_is_an_error_not_a_panic() {
+        let slos = Slos::new(Arc::new(Events::default()));
+        slos.configure(&config("[{name: a, routes: [api], objective: 99%}]"))
+            .unwrap();
+        assert!(slos.save().is_err());
+    }
+
     #[test]
     fn month_start_is_the_first_of_the_month_utc() {
         // 2026-11-25T19:20:00Z → 2026-11-01T00:00:00Z.
