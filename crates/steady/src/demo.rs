@@ -37,7 +37,15 @@ upstreams:
         healthy_threshold: 2
         unhealthy_threshold: 2
     endpoints:
-{endpoints}"
+{endpoints}slos:
+  - {{name: demo-availability, routes: [demo], objective: 99.9%, min_events: 20}}
+  - {{name: demo-latency, routes: [demo], objective: 99%, sli: {{latency_below: 200ms}}, min_events: 20}}
+slo_state:
+  path: {state}
+",
+        state = std::env::temp_dir()
+            .join("steady-demo-slo-state.json")
+            .display()
     )
 }
 
@@ -105,6 +113,8 @@ pub fn run(port: u16, admin_port: u16, print_config: bool) -> ExitCode {
             );
             println!("      # its health checks fail, it leaves the rotation within ~2s, and returns after");
             println!("  curl -s http://{admin}/metrics | grep steady_requests_total");
+            println!("  for i in $(seq 30); do curl -s -o /dev/null http://{web}/status/500; done   # burn the error budget:");
+            println!("  curl -s http://{admin}/api/slos   # ... the page alert fires within a second or two");
             println!("  curl -s http://{admin}/readyz");
             println!();
             println!("Ctrl-C stops it (in-flight requests drain first).");

@@ -300,6 +300,8 @@ fn demo_balances_and_serves_admin() {
     let ups = http_get(admin, "/api/upstreams");
     assert_eq!(ups.matches("\"available\": true").count(), 3, "{ups}");
     assert!(http_get(admin, "/metrics").contains("steady_requests_total{"));
+    let slos = http_get(admin, "/api/slos");
+    assert!(slos.contains("\"name\": \"demo-availability\""), "{slos}");
 
     // Content negotiation: OpenMetrics for Prometheus, classic text for everyone else.
     let classic = http_get(admin, "/metrics");
