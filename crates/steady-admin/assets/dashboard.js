@@ -325,9 +325,9 @@
       tr.appendChild(el("td", {}, v.sli));
       tr.appendChild(el("td", { class: "num" }, fmtPct(st.objective, 3)));
       const met = v.report.period.met;
-      tr.appendChild(el("td", { class: "num " + (met === false ? "bad" : "") }, fmtPct(v.report.period.achieved, 3)));
+      tr.appendChild(el("td", { id: "slo-" + idPart(v.name) + "-achieved", class: "num " + (met === false ? "bad" : "") }, fmtPct(v.report.period.achieved, 3)));
       tr.appendChild(el("td", { class: "num" }, fmtPct(v.report.month_to_date.achieved, 3)));
-      tr.appendChild(el("td", { class: "num " + (st.budget_remaining < 0 ? "bad" : "") }, fmtPct(st.budget_remaining, 1)));
+      tr.appendChild(el("td", { id: "slo-" + idPart(v.name) + "-budget", class: "num " + (st.budget_remaining < 0 ? "bad" : "") }, fmtPct(st.budget_remaining, 1)));
       tr.appendChild(el("td", { class: "num" }, burnAt(st, 300)));
       tr.appendChild(el("td", { class: "num" }, burnAt(st, 3600)));
       tr.appendChild(el("td", { class: "num" }, burnAt(st, 21600)));

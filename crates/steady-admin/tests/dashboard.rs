@@ -160,8 +160,13 @@ upstreams:
     endpoints: [{{address: {}}}]
     health:
       active: {{http: {{path: /}}, interval: 200ms, timeout: 150ms}}
+slos: [{{name: api-availability, routes: [api], objective: 99.9%}}]
+slo_state: {{path: {}}}
 ",
-        backend.addr()
+        backend.addr(),
+        std::env::temp_dir()
+            .join(format!("steady-dashboard-slo-{}.json", std::process::id()))
+            .display()
     );
     let config = steady_config::parse(&yaml, "<test>").unwrap();
     let steady = common::start_yaml(&yaml).await;
@@ -246,6 +251,17 @@ upstreams:
     // Recent events, from /api/events.
     assert!(second.contains("kind-reload"), "{second}");
     assert!(second.contains("config reloaded"), "{second}");
+
+    // The SLO table, from /api/slos: no errors, so the whole budget is left.
+    assert!(second.contains("id=\"slo-api-availability\""), "{second}");
+    assert_eq!(
+        text_of(&second, "slo-api-availability-budget"),
+        Some("100.0%")
+    );
+    assert_eq!(
+        text_of(&second, "slo-api-availability-achieved"),
+        Some("100.000%")
+    );
 
     // The percentile plot is there (it says "no data" until the route has latency).
     assert!(second.contains("id=\"percentile-chart\""));
