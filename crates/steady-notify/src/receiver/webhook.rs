@@ -93,6 +93,16 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_matches_alertmanagers() {
+        // As Alertmanager 0.25 reported it for these labels.
+        let labels = BTreeMap::from([
+            ("alertname".to_string(), "X".to_string()),
+            ("slo".to_string(), "s".to_string()),
+        ]);
+        assert_eq!(fingerprint(&labels), "f73ad85309032c39");
+    }
+
+    #[test]
     fn group_key_looks_like_alertmanagers() {
         let labels = BTreeMap::from([("alertname", "A"), ("slo", "s")]);
         assert_eq!(group_key(&labels), r#"{}:{alertname="A", slo="s"}"#);
