@@ -40,6 +40,27 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_above_the_cap_nor_below_half_a_step(
+            base_ms in 1u64..20_000,
+            cap_ms in 1u64..120_000,
+            failed in 1u32..100,
+            jitter in 0.0f64..1.0,
+        ) {
+            let b = Backoff {
+                base: Duration::from_millis(base_ms),
+                cap: Duration::from_millis(cap_ms),
+            };
+            let d = b.delay(failed, jitter);
+            prop_assert!(d <= b.cap);
+            prop_assert!(d >= b.base.min(b.cap) / 2);
+            // Later failures never wait less at the same jitter.
+            prop_assert!(b.delay(failed + 1, jitter) >= d);
+        }
+    }
 
     #[test]
     fn doubles_then_caps() {
