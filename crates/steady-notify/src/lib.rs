@@ -41,10 +41,11 @@ use tokio::task::JoinHandle;
 
 pub use crate::alert::Alert;
 pub use crate::error::NotifyError;
+pub use crate::metrics::Metrics;
 
 use crate::alert::Labelled;
 use crate::backoff::Backoff;
-use crate::metrics::{Metrics, NotifierMetrics};
+use crate::metrics::NotifierMetrics;
 use crate::receiver::Receiver;
 use crate::secret::Secret;
 use crate::worker::{ClientDebug, Worker};
@@ -117,6 +118,16 @@ impl Notifiers {
     /// Errors name the notifier and the variable or file, never a key. No task is
     /// started until the first [`send`](Self::send), so this needs no runtime.
     pub fn from_config(notifiers: &[Notifier], alerts: &Alerts) -> Result<Notifiers, NotifyError> {
+        Self::with_metrics(notifiers, alerts, Metrics::default())
+    }
+
+    /// As [`from_config`](Self::from_config), counting into `metrics` (families
+    /// registered once, shared by the notifiers each reload builds).
+    pub fn with_metrics(
+        notifiers: &[Notifier],
+        alerts: &Alerts,
+        metrics: Metrics,
+    ) -> Result<Notifiers, NotifyError> {
         let receivers = notifiers
             .iter()
             .map(receiver_for)
@@ -130,7 +141,6 @@ impl Notifiers {
         let client = client::build(tls.is_some()).map_err(|()| NotifyError::NoRoots {
             notifier: tls.map(|n| n.name.clone()).unwrap_or_default(),
         })?;
-        let metrics = Metrics::default();
         let targets = notifiers
             .iter()
             .zip(receivers)

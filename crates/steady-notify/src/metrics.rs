@@ -9,9 +9,10 @@ use prometheus_client::registry::Registry;
 /// Label pairs: `notifier`, `type`, and `result` where it applies.
 type Labels = Vec<(String, String)>;
 
-/// The metric families of all notifiers.
+/// The metric families of all notifiers. Cloning shares the families, so notifiers
+/// rebuilt by a config reload keep adding to the series registered once.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     notifications: Family<Labels, Counter>,
     attempts: Family<Labels, Counter>,
     queue: Family<Labels, Gauge>,
@@ -36,7 +37,7 @@ pub(crate) struct NotifierMetrics {
 
 impl Metrics {
     /// The series of notifier `name` of type `kind`.
-    pub fn notifier(&self, name: &str, kind: &str) -> NotifierMetrics {
+    pub(crate) fn notifier(&self, name: &str, kind: &str) -> NotifierMetrics {
         let labels = |result: Option<&str>| {
             let mut l = vec![
                 ("notifier".to_string(), name.to_string()),

@@ -46,6 +46,9 @@ pub enum StartError {
         /// What was wrong.
         source: crate::tls::TlsError,
     },
+    /// A notifier cannot be built (its key's environment variable or file is missing).
+    #[error("notifiers: {0}")]
+    Notifier(#[from] steady_notify::NotifyError),
     /// The config refers to something that does not exist (validation should catch it).
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -304,6 +307,12 @@ impl Gateway {
             .tick(crate::slo::unix_now(), &self.metrics.routes());
         if let Err(e) = self.slos.save() {
             tracing::warn!(error = %e, "cannot save the SLO state");
+        }
+        // Alerts already queued (the last resolves, say) get a short while to go out.
+        if let Some(notifiers) = self.slos.take_notifiers() {
+            if let Ok(notifiers) = Arc::try_unwrap(notifiers) {
+                notifiers.shutdown(Duration::from_secs(5)).await;
+            }
         }
         drained
     }

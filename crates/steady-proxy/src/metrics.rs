@@ -114,6 +114,7 @@ impl Metrics {
             shed.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
+        slos.notify_metrics().register(&mut registry);
         registry.register_collector(Box::new(crate::slo::SloCollector(slos)));
         registry.register_collector(Box::new(crate::access_log::AccessLogCollector(access_log)));
         let per_endpoint = Arc::new(std::sync::atomic::AtomicBool::new(true));

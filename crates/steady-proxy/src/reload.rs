@@ -343,6 +343,14 @@ impl Gateway {
         } else {
             None
         };
+        // Notifiers read their keys now: a missing one refuses the config.
+        let new_notifiers = if control.config.notifiers != config.notifiers
+            || control.config.alerts != config.alerts
+        {
+            Some(self.slos.build_notifiers(config)?)
+        } else {
+            None
+        };
         for r in &config.routes {
             if !config.upstreams.iter().any(|u| u.name == r.upstream) {
                 return Err(StartError::Invalid(format!(
@@ -523,6 +531,14 @@ impl Gateway {
             self.metrics
                 .route(&r.name, &r.upstream)
                 .set_slis(self.slos.taps_for(&r.name));
+        }
+        if let Some(notifiers) = new_notifiers {
+            // The old ones deliver what they queued, in the background.
+            if let Some(old) = self.slos.set_notifiers(notifiers) {
+                if let Ok(old) = Arc::try_unwrap(old) {
+                    tokio::spawn(old.shutdown(std::time::Duration::from_secs(30)));
+                }
+            }
         }
         // Every latency SLO's threshold is a bucket bound, so Prometheus sees the
         // same split the SLO does.

@@ -24,7 +24,10 @@ use serde::Serialize;
 use steady_config::slo::{Sli, Slo as SloSettings};
 use steady_config::{Config, StatusMatch};
 use steady_slo::anomaly::{AnomalyConfig, Watch};
-use steady_slo::{AlertEvent, Severity, Slo, SloConfig, SloStatus, Transition};
+use steady_slo::{AlertEvent, Severity, Signal, Slo, SloConfig, SloStatus, Transition};
+
+use arc_swap::ArcSwapOption;
+use steady_notify::{Alert, Notifiers};
 
 use crate::events::{EventKind, Events};
 
@@ -97,13 +100,14 @@ impl SliTap {
     }
 }
 
-/// Receives the alert changes the engine produces (the notifiers, in the gateway).
-pub type AlertSink = Arc<dyn Fn(&SloSettings, &AlertEvent) + Send + Sync>;
-
 /// Every SLO of the running config.
 pub struct Slos {
     inner: Mutex<Inner>,
     events: Arc<Events>,
+    /// Where alert changes are delivered; replaced when `notifiers` or `alerts` change.
+    notifiers: ArcSwapOption<Notifiers>,
+    /// Delivery metrics, registered once and shared by every set of notifiers.
+    notify_metrics: steady_notify::Metrics,
 }
 
 impl std::fmt::Debug for Slos {
@@ -117,7 +121,6 @@ struct Inner {
     entries: Vec<Entry>,
     state_path: Option<PathBuf>,
     save_every: Duration,
-    sink: Option<AlertSink>,
     /// Saved state read from the file at start, by SLO name, until an SLO claims it.
     loaded: BTreeMap<String, serde_json::Value>,
     file_read: bool,
@@ -196,6 +199,8 @@ impl Slos {
         Slos {
             inner: Mutex::new(Inner::default()),
             events,
+            notifiers: ArcSwapOption::empty(),
+            notify_metrics: steady_notify::Metrics::default(),
         }
     }
 
@@ -203,9 +208,69 @@ impl Slos {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets where alert changes go.
-    pub fn set_sink(&self, sink: Option<AlertSink>) {
-        self.lock().sink = sink;
+    /// Builds the notifiers `config` names (reading their keys now), counting into the
+    /// gateway's delivery metrics.
+    pub fn build_notifiers(
+        &self,
+        config: &Config,
+    ) -> Result<Option<Notifiers>, steady_notify::NotifyError> {
+        if config.notifiers.is_empty() {
+            return Ok(None);
+        }
+        Notifiers::with_metrics(
+            &config.notifiers,
+            &config.alerts,
+            self.notify_metrics.clone(),
+        )
+        .map(Some)
+    }
+
+    /// The delivery metrics, to register once.
+    pub fn notify_metrics(&self) -> &steady_notify::Metrics {
+        &self.notify_metrics
+    }
+
+    /// Takes the notifiers out (at shutdown), so they can flush.
+    pub fn take_notifiers(&self) -> Option<Arc<Notifiers>> {
+        self.notifiers.swap(None)
+    }
+
+    /// Sets where alert changes go from now on and returns the previous notifiers
+    /// (to be shut down, so what they queued is still delivered). Alerts firing now
+    /// are sent to the new ones, so that Alertmanager keeps receiving them and a
+    /// newly added receiver learns of them (PagerDuty and Opsgenie deduplicate by key).
+    pub fn set_notifiers(&self, notifiers: Option<Notifiers>) -> Option<Arc<Notifiers>> {
+        let old = self.notifiers.swap(notifiers.map(Arc::new));
+        if let Some(new) = self.notifiers.load_full() {
+            let inner = self.lock();
+            for e in &inner.entries {
+                let firing: Vec<String> = e
+                    .engine
+                    .alerts()
+                    .into_iter()
+                    .filter(|(_, _, s)| s.is_firing())
+                    .map(|(name, _, _)| name)
+                    .chain(
+                        e.anomaly
+                            .iter()
+                            .flat_map(Watch::alerts)
+                            .filter(|a| a.state.is_firing())
+                            .map(|a| a.name),
+                    )
+                    .collect();
+                for name in firing {
+                    let last = e
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|h| h.alert == name && h.transition == Transition::Firing);
+                    if let Some(event) = last {
+                        new.send(notification(&e.settings, event));
+                    }
+                }
+            }
+        }
+        old
     }
 
     /// Takes the SLOs of `config`. An SLO whose SLI and routes are unchanged keeps its
@@ -312,7 +377,7 @@ impl Slos {
     /// `samples` gives each route's recent latency, for the anomaly bands.
     pub fn tick(&self, now: u64, routes: &[crate::metrics::RouteMetrics]) -> Vec<AlertEvent> {
         let mut inner = self.lock();
-        let sink = inner.sink.clone();
+        let notifiers = self.notifiers.load_full();
         let mut out = Vec::new();
         for e in &mut inner.entries {
             let (total, bad) = e.counter.get();
@@ -333,8 +398,8 @@ impl Slos {
             }
             for event in events {
                 self.announce(&e.settings, &event);
-                if let Some(sink) = &sink {
-                    sink(&e.settings, &event);
+                if let Some(n) = &notifiers {
+                    n.send(notification(&e.settings, &event));
                 }
                 if e.history.len() == HISTORY {
                     e.history.pop_front();
@@ -537,6 +602,72 @@ impl Slos {
 
 /// Reads one gauge's value from a view.
 type GaugeOf = fn(&SloView) -> f64;
+
+/// What notifiers receive for one alert change.
+pub fn notification(settings: &SloSettings, event: &AlertEvent) -> Alert {
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+    let routes = settings.routes.join(",");
+    let budget = format!("{:.1}%", event.budget_remaining * 100.0);
+    let window = |secs: u64| steady_config::units::format_duration(Duration::from_secs(secs));
+    let (summary, description) = match &event.signal {
+        Signal::BurnRate { long, short, factor } => (
+            format!(
+                "{}: error budget burning {:.1}x over {} and {:.1}x over {} (threshold {factor}x)",
+                settings.name,
+                long.burn_rate,
+                window(long.window_secs),
+                short.burn_rate,
+                window(short.window_secs),
+            ),
+            format!(
+                "{} of {} requests failed the SLO over the last {} ({} of {} over {}); objective {}%, {budget} of the error budget left over {}.",
+                long.bad,
+                long.total,
+                window(long.window_secs),
+                short.bad,
+                short.total,
+                window(short.window_secs),
+                settings.objective.0 * 100.0,
+                window(settings.period.as_secs()),
+            ),
+        ),
+        Signal::NoTraffic { last_traffic } => (
+            format!("{}: no requests on routes {routes}", settings.name),
+            format!(
+                "Routes {routes} have had no requests since {}.",
+                last_traffic.map_or("start".to_string(), |t| humantime::format_rfc3339_seconds(at(t)).to_string())
+            ),
+        ),
+        Signal::Anomaly { metric, value, baseline, band } => (
+            format!("{}: {metric} left its baseline", settings.name),
+            format!(
+                "{metric} was {value:.4} over the last minute; its baseline is {baseline:.4} ± {band:.4}."
+            ),
+        ),
+    };
+    let severity = match event.severity {
+        Severity::Page => steady_config::slo::Severity::Page,
+        Severity::Ticket => steady_config::slo::Severity::Ticket,
+    };
+    let firing = event.transition == Transition::Firing;
+    let mut annotations = BTreeMap::new();
+    annotations.insert("budget_remaining".to_string(), budget);
+    if let Some(d) = &settings.description {
+        annotations.insert("slo_description".to_string(), d.clone());
+    }
+    Alert {
+        slo: settings.name.clone(),
+        name: event.alert.clone(),
+        severity,
+        firing,
+        starts_at: at(event.since),
+        ends_at: (!firing).then(|| at(event.at)),
+        summary,
+        description,
+        labels: BTreeMap::from([("routes".to_string(), routes)]),
+        annotations,
+    }
+}
 
 /// Exports [`Slos`] at scrape time.
 #[derive(Debug)]

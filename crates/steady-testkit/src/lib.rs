@@ -15,6 +15,8 @@
 //!   fixed time, and queues the rest (the overload benchmark's service).
 //! - [`RedisServer`]: a real `redis-server` process on a free loopback port, which tests
 //!   can kill and restart to rehearse an outage.
+//! - [`alertmanager::Alertmanager`]: a real Alertmanager (Debian's
+//!   `prometheus-alertmanager`) on a free loopback port, for the alerting tests.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
 //! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
 //!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
@@ -511,6 +513,7 @@ pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+pub mod alertmanager;
 mod capacity;
 pub mod harness;
 mod redis;
