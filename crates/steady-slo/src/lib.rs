@@ -45,10 +45,13 @@
 //! - [`alert`]: alert states and the [`AlertEvent`]s notifiers receive.
 //! - [`slo`]: [`Slo`], which ties them together: recording, queries, evaluation and
 //!   the saved state.
+//! - [`rules`]: the same SLOs as Prometheus recording and alerting rules (Sloth's
+//!   names and shape) over the fleet's `steady_slo_*` counters, for `steady slo rules`.
 
 pub mod alert;
 pub mod buckets;
 pub mod config;
+pub mod rules;
 pub mod slo;
 
 pub use alert::{AlertEvent, AlertState, Signal, Transition, WindowBurn, NO_TRAFFIC};
