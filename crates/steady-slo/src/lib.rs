@@ -47,11 +47,14 @@
 //!   EWMA band around their recent baseline ([`anomaly::Watch`]).
 //! - [`slo`]: [`Slo`], which ties them together: recording, queries, evaluation and
 //!   the saved state.
+//! - [`rules`]: the same SLOs as Prometheus recording and alerting rules (Sloth's
+//!   names and shape) over the fleet's `steady_slo_*` counters, for `steady slo rules`.
 
 pub mod alert;
 pub mod anomaly;
 pub mod buckets;
 pub mod config;
+pub mod rules;
 pub mod slo;
 
 pub use alert::{AlertEvent, AlertState, Signal, Transition, WindowBurn, NO_TRAFFIC};

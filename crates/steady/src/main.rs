@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //!
-//! - `main.rs`: the CLI (`serve`, `check`, `demo`) and signal handling.
+//! - `main.rs`: the CLI (`serve`, `check`, `slo`, `demo`) and signal handling.
 //! - `watch.rs`: reload triggers of `serve`: SIGHUP and changes of the config file.
 //! - `demo.rs`: `steady demo`, three built-in backends behind a gateway on loopback.
+//! - `slo_rules.rs`: `steady slo rules`, the config's SLOs as Prometheus rules.
 
 mod demo;
+mod slo_rules;
 mod watch;
 
 // glibc malloc showed up at ~10% of the proxy's CPU (allocation, free and
@@ -66,6 +68,11 @@ enum Command {
         #[arg(short, long, default_value = "steady.yaml", env = "STEADY_CONFIG")]
         config: PathBuf,
     },
+    /// SLO tools.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
     /// Run three demo backends and a gateway in front of them, on loopback.
     Demo {
         /// Gateway port (0 picks a free one).
@@ -77,6 +84,19 @@ enum Command {
         /// Print the generated config and exit.
         #[arg(long)]
         print_config: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SloCommand {
+    /// Print Prometheus recording and alerting rules (Sloth's shape) for every SLO.
+    ///
+    /// They judge the whole fleet from the `steady_slo_events_total` and
+    /// `steady_slo_bad_events_total` counters; load the output with `rule_files:`.
+    Rules {
+        /// Path to steady.yaml.
+        #[arg(short, long, default_value = "steady.yaml", env = "STEADY_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -122,6 +142,9 @@ fn main() -> ExitCode {
             };
             run_blocking(config, None, Some(source))
         }
+        Command::Slo {
+            command: SloCommand::Rules { config },
+        } => slo_rules::run(&config),
         Command::Demo {
             port,
             admin_port,
