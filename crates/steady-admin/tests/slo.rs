@@ -175,3 +175,39 @@ async fn without_slos_the_api_is_empty_and_nothing_is_written() {
     let (_, metrics) = get(admin.admin, "/metrics").await;
     assert!(!metrics.contains("steady_slo_"));
 }
+
+#[tokio::test]
+async fn a_notifier_whose_key_is_missing_refuses_the_config_without_showing_keys() {
+    let yaml = "listeners: [{name: web, bind: 127.0.0.1:0}]
+routes: [{name: api, listener: web, upstream: app}]
+upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9}]}]
+slos: [{name: a, routes: [api], objective: 99%}]
+alerts: {page: {severity: critical, notify: [pd]}}
+notifiers: [{name: pd, type: pagerduty, routing_key_env: STEADY_TEST_NO_SUCH_KEY, url: \"http://127.0.0.1:9\"}]
+";
+    let config = steady_config::parse(yaml, "<test>").unwrap();
+    let err = steady_proxy::Gateway::start(&config)
+        .await
+        .err()
+        .expect("a missing key refuses the config")
+        .to_string();
+    assert!(err.contains("pd"), "{err}");
+    assert!(err.contains("STEADY_TEST_NO_SUCH_KEY"), "{err}");
+
+    // Set: the gateway starts, and a reload that drops the key's variable is refused
+    // while the running notifiers stay.
+    std::env::set_var("STEADY_TEST_KEY_SET", "secret-value-123");
+    let yaml = yaml.replace("STEADY_TEST_NO_SUCH_KEY", "STEADY_TEST_KEY_SET");
+    let admin = start_yaml(&yaml).await;
+    let bad = steady_config::parse(
+        &yaml.replace("STEADY_TEST_KEY_SET", "STEADY_TEST_NO_SUCH_KEY"),
+        "<test>",
+    )
+    .unwrap();
+    let refused = admin.gateway.reload(&bad).await.err().expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("STEADY_TEST_NO_SUCH_KEY"), "{message}");
+    assert!(!message.contains("secret-value-123"));
+    let (_, metrics) = get(admin.admin, "/metrics").await;
+    assert!(!metrics.contains("secret-value-123"));
+}
