@@ -204,7 +204,7 @@ notifiers: [{name: pd, type: pagerduty, routing_key_env: STEADY_TEST_NO_SUCH_KEY
         "<test>",
     )
     .unwrap();
-    let refused = admin.gateway.reload(&bad).await.err().expect("refused");
+    let refused = admin.gateway.reload(&bad).await.expect_err("refused");
     let message = refused.to_string();
     assert!(message.contains("STEADY_TEST_NO_SUCH_KEY"), "{message}");
     assert!(!message.contains("secret-value-123"));
