@@ -15,6 +15,9 @@
 //!   fixed time, and queues the rest (the overload benchmark's service).
 //! - [`RedisServer`]: a real `redis-server` process on a free loopback port, which tests
 //!   can kill and restart to rehearse an outage.
+//! - [`OtlpReceiver`] ([`otlp`]): an OTLP trace receiver (gRPC via tonic, or
+//!   HTTP/protobuf on `/v1/traces`) that decodes real export requests, keeps the spans
+//!   and can stall.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
 //! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
 //!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
@@ -513,7 +516,9 @@ pub fn dead_addr() -> SocketAddr {
 
 mod capacity;
 pub mod harness;
+pub mod otlp;
 mod redis;
 
 pub use capacity::CapacityBackend;
+pub use otlp::{OtlpProtocol, OtlpReceiver, ReceivedSpan};
 pub use redis::RedisServer;
