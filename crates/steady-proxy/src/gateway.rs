@@ -57,7 +57,13 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Span export cannot start.
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::TracerError),
 }
+
+/// Longest wait at shutdown for queued spans to be exported.
+pub const TRACE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A running gateway: listeners accepting, upstreams live.
 pub struct Gateway {
@@ -74,6 +80,8 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     /// The access log, if configured; every HTTP listener shares it.
     pub(crate) access_log: crate::http::SharedAccessLog,
+    /// The span exporter, if configured; every HTTP listener shares it.
+    pub(crate) tracer: crate::http::SharedTracer,
     /// Recent state changes for the admin API; upstreams get a handle when they start.
     pub(crate) events: Arc<Events>,
     pub(crate) shutdown: CancellationToken,
@@ -182,6 +190,7 @@ impl Gateway {
             view: RwLock::new(View::default()),
             metrics,
             access_log,
+            tracer: Arc::new(ArcSwapOption::empty()),
             events: Arc::new(Events::default()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -282,6 +291,12 @@ impl Gateway {
             tracing::info!("drained all connections");
         } else {
             tracing::warn!(deadline = ?deadline, "drain deadline passed; closing remaining connections");
+        }
+        // The drained requests' spans, sent (or given up on) within a bound.
+        if let Some(tracer) = self.tracer.load_full() {
+            if !tracer.close(TRACE_FLUSH_DEADLINE).await {
+                tracing::warn!(deadline = ?TRACE_FLUSH_DEADLINE, "span export did not finish; queued spans are lost");
+            }
         }
         drained
     }
