@@ -373,3 +373,44 @@ async fn a_reload_turns_export_on_and_off() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.spans().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_copy_is_its_own_attempt_span() {
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc).await;
+    let slow = Backend::start("slow").await;
+    slow.set_fault(Fault::Delay(Duration::from_secs(5)));
+    let fast = Backend::start("fast").await;
+    let steady = start_yaml(&config(
+        &receiver.endpoint(),
+        OtlpProtocol::Grpc,
+        "  sample: 100%",
+        ", retries: {attempts: 1, hedge_after: 20ms, min_retries: 10}",
+        &[slow.addr(), fast.addr()],
+    ))
+    .await;
+    // Round robin: one of two requests starts on the slow endpoint and is hedged.
+    for _ in 0..2 {
+        assert_eq!(get(steady.addr, "/").await.status, 200);
+    }
+    let spans = receiver.wait_for(5, WAIT).await;
+    let hedged = spans
+        .iter()
+        .find(|s| s.attr("steady.hedge") == Some("true"))
+        .unwrap_or_else(|| panic!("a hedged attempt: {spans:#?}"));
+    assert_eq!(hedged.kind, "CLIENT");
+    assert_eq!(
+        hedged.attr("server.port"),
+        Some(fast.addr().port().to_string().as_str())
+    );
+    assert_eq!(hedged.attr("http.response.status_code"), Some("200"));
+    let first = spans
+        .iter()
+        .find(|s| s.parent_span_id == hedged.parent_span_id && s.span_id != hedged.span_id)
+        .expect("the slow attempt's span, under the same request");
+    assert_eq!(
+        first.attr("error.type"),
+        Some("cancelled"),
+        "it lost the race"
+    );
+    assert_eq!(hedged.attr("http.request.resend_count"), Some("1"));
+}
