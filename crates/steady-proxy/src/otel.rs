@@ -412,6 +412,10 @@ struct Attempt {
 #[derive(Debug)]
 pub struct RequestSpans {
     ratio: f64,
+    /// Whether a tail rule could keep a request that is not head-sampled.
+    tail: bool,
+    /// Whether this request could be kept at all; when not, attempts are not recorded.
+    keepable: AtomicBool,
     inner: Mutex<Recorded>,
 }
 
@@ -434,15 +438,20 @@ impl RequestSpans {
         let _ = SPANS.try_with(|spans| f(spans));
     }
 
-    /// Whether the current request records spans.
+    /// Whether the current request records its attempts: span export is on, and the
+    /// request is head-sampled or a tail rule could still keep it.
     #[inline]
     pub(crate) fn recording() -> bool {
-        SPANS.try_with(|_| ()).is_ok()
+        SPANS
+            .try_with(|s| s.keepable.load(Ordering::Relaxed))
+            .unwrap_or(false)
     }
 
     /// Takes the head sampling decision for `trace` and remembers it.
     pub(crate) fn begin(&self, trace: &mut RequestTrace) {
         trace.head_sample(self.ratio);
+        self.keepable
+            .store(self.tail || trace.sampled(), Ordering::Relaxed);
         lock(&self.inner).trace = Some(trace.clone());
     }
 
@@ -530,6 +539,8 @@ impl PendingSpan {
         PendingSpan {
             record: Arc::new(RequestSpans {
                 ratio: tracer.ratio,
+                tail: tracer.rule.errors || tracer.rule.slow.is_some(),
+                keepable: AtomicBool::new(false),
                 inner: Mutex::default(),
             }),
             tracer,
