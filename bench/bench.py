@@ -198,6 +198,30 @@ def tcp_active_opens():
     return int(rows[1][rows[0].index("ActiveOpens")])
 
 
+def start_otlp_sink():
+    """A local OTLP/HTTP receiver that accepts and discards `POST /v1/traces` (the
+    `steady-trace` target's collector); returns its endpoint."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -340,9 +364,12 @@ backend be
 """
 
 
-def steady_conf(port, admin_port, backend_port, access_log=None):
-    """steady's config; with `access_log` (a file path) every request is also logged."""
+def steady_conf(port, admin_port, backend_port, access_log=None, otlp=None):
+    """steady's config; with `access_log` (a file path) every request is also logged;
+    with `otlp` (an OTLP/HTTP endpoint) spans are exported at 1% sampling."""
     log = f"access_log: {{path: {access_log}}}\n" if access_log else ""
+    if otlp:
+        log += f"tracing: {{otlp: {{endpoint: \"{otlp}\", protocol: http}}, sample: 1%}}\n"
     return log + f"""runtime:
   workers: 1
 admin:
@@ -426,7 +453,7 @@ class Bench:
             cfg = self.write("haproxy.cfg", haproxy_conf(port, bp, maxconn, self.k.nofile))
             argv = ["haproxy", "-db", "-f", cfg]
             label, timeout = "haproxy", 10
-        elif key in ("steady", "steady-obs"):
+        elif key in ("steady", "steady-obs", "steady-trace"):
             if not (os.path.isfile(self.k.steady_bin) and os.access(self.k.steady_bin, os.X_OK)):
                 self.skipped[key] = f"binary {self.k.steady_bin} not found (build failed or not built yet)"
                 return None
@@ -436,7 +463,9 @@ class Bench:
             # steady-obs: the same binary with the JSON access log on (to a file), to
             # measure what observability costs per request.
             log = os.path.join(self.workdir, "access.log") if key == "steady-obs" else None
-            cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, log))
+            # steady-trace: span export at 1% to a local OTLP/HTTP sink.
+            otlp = start_otlp_sink() if key == "steady-trace" else None
+            cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, log, otlp))
             argv = [self.k.steady_bin, "serve", "-c", cfg]
             label, timeout = key, self.k.steady_start_timeout
         else:
@@ -447,7 +476,7 @@ class Bench:
         if err:
             text = tail(s.proc.bench_log)
             self.procs.stop(s.proc)
-            if key in ("steady", "steady-obs"):
+            if key in ("steady", "steady-obs", "steady-trace"):
                 self.skipped[key] = f"`steady serve` did not come up: {err}"
                 log(f"SKIPPING steady: {err}; last log lines:\n{text}")
                 return None
@@ -750,6 +779,7 @@ LABELS = {
     "nginx": "nginx (proxy)",
     "haproxy": "haproxy",
     "steady-obs": "steady + access log",
+    "steady-trace": "steady + OTLP spans at 1%",
 }
 
 
@@ -801,7 +831,8 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
               "added p99", "peak RSS", "KiB/idle conn"]
         L.append("| " + " | ".join(rh) + " |")
         L.append("|" + "---|" * len(rh))
-        for num, peer in (("steady", "nginx"), ("steady", "haproxy"), ("steady-obs", "steady")):
+        for num, peer in (("steady", "nginx"), ("steady", "haproxy"), ("steady-obs", "steady"),
+                          ("steady-trace", "steady")):
             if peer not in agg or num not in agg:
                 continue
             s, p = agg[num], agg[peer]

@@ -22,6 +22,8 @@
 //! - [`retry`]: the retry policy of a route (conditions, attempts, budget, back-off).
 //! - [`slo`]: SLOs (`slos`), their alert routing (`alerts`), the `notifiers` and the
 //!   state file (`slo_state`).
+//! - [`tracing`](mod@tracing): span export over OTLP (endpoint, protocol, sampling
+//!   ratio, tail rules for errors and slow requests, batching).
 //! - [`units`]: durations (`250ms`, `1m30s`) and byte sizes (`64KiB`, `10MB`).
 //! - `parse`: text to [`Config`]; recovers after each serde error so that all
 //!   of them are reported ([`parse()`], [`load`]).
@@ -42,6 +44,7 @@ mod parse;
 pub mod retry;
 pub mod schema;
 pub mod slo;
+pub mod tracing;
 pub mod units;
 pub mod validate;
 

@@ -55,6 +55,10 @@ pub struct Config {
     /// Where SLO state is kept across restarts.
     #[serde(default)]
     pub slo_state: crate::slo::SloState,
+    /// Span export over OTLP; none: spans are not exported (trace context is still
+    /// propagated).
+    #[serde(default)]
+    pub tracing: Option<crate::tracing::Tracing>,
 }
 
 /// A named counter of a route's responses that match (`steady_business_events_total`).

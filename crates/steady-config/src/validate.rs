@@ -127,6 +127,11 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
             issues.push(Issue::new(root.key("access_log").key(field), message));
         }
     }
+    if let Some(tracing) = &config.tracing {
+        for (field, message) in tracing.problems() {
+            issues.push(Issue::new(root.key("tracing").key(field), message));
+        }
+    }
     check_slos(config, &mut issues);
     issues
 }

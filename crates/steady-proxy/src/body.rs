@@ -218,6 +218,9 @@ pin_project_lite::pin_project! {
         /// Another body whose bytes are counted for the access log, which writes its
         /// line when the body ends or is dropped.
         Logged { inner: Pin<Box<ResponseBody>>, line: crate::access_log::PendingLine },
+        /// Another body whose end (or drop) ends the request's span, which is then
+        /// kept for export or not.
+        Traced { inner: Pin<Box<ResponseBody>>, span: crate::otel::PendingSpan },
     }
 }
 
@@ -230,6 +233,18 @@ impl ResponseBody {
         ResponseBody::Logged {
             inner: Box::pin(self),
             line,
+        }
+    }
+
+    /// Wraps `self` so `span` ends when it ends (an empty body: at once, unwrapped).
+    pub fn traced(self, mut span: crate::otel::PendingSpan) -> Self {
+        if self.is_end_stream() {
+            span.finish();
+            return self;
+        }
+        ResponseBody::Traced {
+            inner: Box::pin(self),
+            span,
         }
     }
 
@@ -301,6 +316,15 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            ResponseBodyProj::Traced { inner, span } => {
+                let polled = inner.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => span.finish(),
+                    Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+                    Poll::Ready(_) => span.finish(),
+                }
+                polled
+            }
         }
     }
 
@@ -310,7 +334,9 @@ impl Body for ResponseBody {
                 inner.is_end_stream()
             }
             ResponseBody::Local { data } => data.is_none(),
-            ResponseBody::Logged { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Logged { inner, .. } | ResponseBody::Traced { inner, .. } => {
+                inner.is_end_stream()
+            }
         }
     }
 
@@ -322,7 +348,9 @@ impl Body for ResponseBody {
             ResponseBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ResponseBody::Logged { inner, .. } => inner.size_hint(),
+            ResponseBody::Logged { inner, .. } | ResponseBody::Traced { inner, .. } => {
+                inner.size_hint()
+            }
         }
     }
 }

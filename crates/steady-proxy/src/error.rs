@@ -171,6 +171,7 @@ where
     B: From<Bytes>,
 {
     crate::access_log::RequestFacts::with(|f| f.fail(kind.reason()));
+    crate::otel::RequestSpans::with(|s| s.fail(kind.reason()));
     let status = kind.status();
     let body = format!(
         "{{\"error\":\"{}\",\"status\":{},\"source\":\"{}\"}}\n",

@@ -60,7 +60,13 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Span export cannot start.
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::TracerError),
 }
+
+/// Longest wait at shutdown for queued spans to be exported.
+pub const TRACE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A running gateway: listeners accepting, upstreams live.
 pub struct Gateway {
@@ -77,6 +83,8 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     /// The access log, if configured; every HTTP listener shares it.
     pub(crate) access_log: crate::http::SharedAccessLog,
+    /// The span exporter, if configured; every HTTP listener shares it.
+    pub(crate) tracer: crate::http::SharedTracer,
     /// Recent state changes for the admin API; upstreams get a handle when they start.
     pub(crate) events: Arc<Events>,
     /// The SLOs of the running config, their engines and state file.
@@ -192,6 +200,7 @@ impl Gateway {
             access_log,
             events,
             slos,
+            tracer: Arc::new(ArcSwapOption::empty()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
@@ -312,6 +321,12 @@ impl Gateway {
         if let Some(notifiers) = self.slos.take_notifiers() {
             if let Ok(notifiers) = Arc::try_unwrap(notifiers) {
                 notifiers.shutdown(Duration::from_secs(5)).await;
+            }
+        }
+        // The drained requests' spans, sent (or given up on) within a bound.
+        if let Some(tracer) = self.tracer.load_full() {
+            if !tracer.close(TRACE_FLUSH_DEADLINE).await {
+                tracing::warn!(deadline = ?TRACE_FLUSH_DEADLINE, "span export did not finish; queued spans are lost");
             }
         }
         drained

@@ -47,13 +47,19 @@ pub struct HttpListener {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The gateway's access log, if on (shared by every listener; a reload swaps it).
     pub access_log: SharedAccessLog,
+    /// The gateway's span exporter, if on (shared by every listener; a reload swaps it).
+    pub tracer: SharedTracer,
 }
 
 /// The access log every listener writes to, swapped whole by a reload.
 pub type SharedAccessLog = Arc<arc_swap::ArcSwapOption<crate::access_log::AccessLog>>;
 
+/// The span exporter every listener hands its requests' spans to, swapped by a reload.
+pub type SharedTracer = Arc<arc_swap::ArcSwapOption<crate::otel::Tracer>>;
+
 impl HttpListener {
     /// Creates a listener's request context.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         router: Router,
@@ -62,6 +68,7 @@ impl HttpListener {
         tracker: TaskTracker,
         metrics: Arc<crate::metrics::Metrics>,
         access_log: SharedAccessLog,
+        tracer: SharedTracer,
     ) -> HttpListener {
         let listener = HttpListener {
             name: name.into(),
@@ -72,6 +79,7 @@ impl HttpListener {
             tracker,
             metrics,
             access_log,
+            tracer,
         };
         listener.set_limits(limits);
         listener
@@ -114,17 +122,39 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     conn.request_started(req.version() == Version::HTTP_2);
     let _guard = InFlightOnConn(&conn);
-    let Some(log) = listener.access_log.load_full() else {
+    let log = listener.access_log.load_full();
+    let tracer = listener.tracer.load_full();
+    if log.is_none() && tracer.is_none() {
         return Ok(proxy(&listener, client, req).await);
+    }
+    // With an access log or span export: the phases note what they learn in
+    // task-locals, and the line is written (the span decided) when the response body
+    // ends.
+    let mut line =
+        log.map(|log| crate::access_log::PendingLine::new(log, Default::default(), &req, client));
+    let mut span = tracer.map(|t| crate::otel::PendingSpan::new(t, &req, client, listener.scheme));
+    let served = proxy(&listener, client, req);
+    use crate::access_log::REQUEST;
+    use crate::otel::SPANS;
+    let mut response = match (&line, &span) {
+        (Some(l), Some(s)) => {
+            REQUEST
+                .scope(l.facts(), SPANS.scope(s.record(), served))
+                .await
+        }
+        (Some(l), None) => REQUEST.scope(l.facts(), served).await,
+        (None, Some(s)) => SPANS.scope(s.record(), served).await,
+        (None, None) => served.await,
     };
-    // With an access log: the phases note what they learn in a task-local, and the line
-    // is written when the response body ends.
-    let mut line = crate::access_log::PendingLine::new(log, Default::default(), &req, client);
-    let response = crate::access_log::REQUEST
-        .scope(line.facts(), proxy(&listener, client, req))
-        .await;
-    line.head(&response);
-    Ok(response.map(|body| body.logged(line)))
+    if let Some(mut line) = line.take() {
+        line.head(&response);
+        response = response.map(|body| body.logged(line));
+    }
+    if let Some(mut span) = span.take() {
+        span.head(&response);
+        response = response.map(|body| body.traced(span));
+    }
+    Ok(response)
 }
 
 async fn proxy(
@@ -141,7 +171,8 @@ async fn proxy(
         return error_response(kind, Some(&request_id));
     }
     // The request's place in a trace: continued from the client's `traceparent`, or new.
-    let trace = crate::trace::RequestTrace::from_headers(&parts.headers);
+    let mut trace = crate::trace::RequestTrace::from_headers(&parts.headers);
+    crate::otel::RequestSpans::with(|s| s.begin(&mut trace));
     crate::access_log::RequestFacts::with(|f| f.set_trace(&trace));
     parts.extensions.insert(trace);
 
@@ -152,6 +183,7 @@ async fn proxy(
     };
     let route = &*route;
     crate::access_log::RequestFacts::with(|f| f.set_route(&route.name, &route.upstream.name));
+    crate::otel::RequestSpans::with(|s| s.set_route(&route.name, &route.upstream.name));
 
     // Fault injection, when configured: rehearsed failures happen before admission.
     if let Some(faults) = &route.faults {
@@ -600,13 +632,16 @@ impl Hedged<'_> {
         let Ok(uri) = upstream_uri(upstream.transport(), &mut parts, other.addr(), false) else {
             return first.await;
         };
-        let copy = upstream_request(
+        let mut copy = upstream_request(
             &parts.method,
             uri,
             parts.headers,
             RequestBody::buffered(self.body.clone()),
             parts.extensions.get(),
         );
+        if let Some(span) = copy.extensions_mut().get_mut::<crate::otel::AttemptSpan>() {
+            span.hedge = true;
+        }
         self.listener.metrics.retry(&route.name, "hedge");
         tracing::debug!(route = %route.name, slow = %endpoint.addr(), copy = %other.addr(), ?delay, "hedging");
         tried.push(other.addr());
@@ -691,10 +726,12 @@ fn upstream_request(
     trace: Option<&crate::trace::RequestTrace>,
 ) -> Request<RequestBody> {
     // Each attempt is its own span in the request's trace.
-    if let Some(trace) = trace {
-        trace.inject_attempt(&mut headers);
-    }
+    let span = trace.map(|trace| trace.inject_attempt(&mut headers));
     let mut req = Request::new(body);
+    if let Some(id) = span.filter(|_| crate::otel::RequestSpans::recording()) {
+        req.extensions_mut()
+            .insert(crate::otel::AttemptSpan { id, hedge: false });
+    }
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
@@ -779,8 +816,30 @@ fn upstream_uri(
 type Exchanged = (Response<Incoming>, Option<crate::pool::Lease>);
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
-/// endpoint (latency, outlier detection).
+/// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
 async fn attempt(
+    route: &Route,
+    endpoint: &Arc<steady_balance::Endpoint>,
+    upstream_req: Request<RequestBody>,
+    verdict: Option<&BodyVerdict>,
+    deadline: Duration,
+    start: std::time::Instant,
+) -> Result<Exchanged, Kind> {
+    if !crate::otel::RequestSpans::recording() {
+        return exchange(route, endpoint, upstream_req, verdict, deadline, start).await;
+    }
+    // Recorded when dropped, so a cancelled attempt (a lost hedge race) has its span.
+    let mut span = crate::otel::AttemptRecord::new(upstream_req.extensions(), endpoint.addr());
+    let result = exchange(route, endpoint, upstream_req, verdict, deadline, start).await;
+    span.outcome = Some(match &result {
+        Ok((response, _)) => Ok(response.status().as_u16()),
+        Err(kind) => Err(*kind),
+    });
+    result
+}
+
+/// One attempt's exchange: see [`attempt`].
+async fn exchange(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
     upstream_req: Request<RequestBody>,

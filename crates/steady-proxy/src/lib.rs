@@ -39,7 +39,11 @@
 //! - [`error`]: the request-path error and the one function that maps it to a response.
 //! - [`metrics`]: Prometheus series of the request path.
 //! - [`tcp`]: L4 proxying.
-//! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt.
+//! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt,
+//!   the head sampling decision.
+//! - [`otel`]: span export: a span per request and per attempt recorded cheaply, kept
+//!   by the head decision or the tail rules (errors, slow requests) when the request
+//!   ends, and sent over OTLP (gRPC or HTTP/protobuf) in batches from a bounded queue.
 //! - [`worker`]: which thread-per-core worker the current thread is.
 
 pub mod access_log;
@@ -56,6 +60,7 @@ pub mod hedge;
 pub mod http;
 pub mod latency;
 pub mod metrics;
+pub mod otel;
 pub mod pool;
 pub mod process;
 pub mod reload;

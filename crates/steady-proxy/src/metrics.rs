@@ -50,6 +50,8 @@ pub struct Metrics {
     last_reload_successful: Gauge,
     /// Unix time of the last config that applied (start or reload).
     last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Span export counters; every exporter a reload starts counts into them.
+    trace_stats: Arc<crate::otel::TraceStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +119,8 @@ impl Metrics {
         slos.notify_metrics().register(&mut registry);
         registry.register_collector(Box::new(crate::slo::SloCollector(slos)));
         registry.register_collector(Box::new(crate::access_log::AccessLogCollector(access_log)));
+        let trace_stats = Arc::new(crate::otel::TraceStats::default());
+        registry.register_collector(Box::new(crate::otel::TraceCollector(trace_stats.clone())));
         let per_endpoint = Arc::new(std::sync::atomic::AtomicBool::new(true));
         registry.register_collector(Box::new(EndpointCollector {
             upstreams: upstreams.clone(),
@@ -165,7 +169,13 @@ impl Metrics {
             reloads,
             last_reload_successful,
             last_reload_success,
+            trace_stats,
         }
+    }
+
+    /// The span export counters (`steady_trace_spans_*`).
+    pub fn trace_stats(&self) -> &Arc<crate::otel::TraceStats> {
+        &self.trace_stats
     }
 
     /// Records a config reload's outcome.

@@ -351,6 +351,17 @@ impl Gateway {
         } else {
             None
         };
+        let new_tracer = if control.config.tracing != config.tracing {
+            Some(match &config.tracing {
+                Some(c) => Some(crate::otel::Tracer::start(
+                    c,
+                    self.metrics.trace_stats().clone(),
+                )?),
+                None => None,
+            })
+        } else {
+            None
+        };
         for r in &config.routes {
             if !config.upstreams.iter().any(|u| u.name == r.upstream) {
                 return Err(StartError::Invalid(format!(
@@ -518,6 +529,11 @@ impl Gateway {
         // it accepted and closes when the last request holding it ends.
         if let Some(log) = new_access_log {
             self.access_log.store(log);
+        }
+        // Likewise a new span exporter: the old one exports what it queued and ends
+        // when the last request holding it ends.
+        if let Some(tracer) = new_tracer {
+            self.tracer.store(tracer);
         }
         // The latency buckets `/metrics` derives (the histograms keep
         // everything, so a new layout loses nothing).
@@ -755,6 +771,7 @@ impl Gateway {
                     self.tracker.clone(),
                     self.metrics.clone(),
                     self.access_log.clone(),
+                    self.tracer.clone(),
                 ));
                 for (accept, runtime) in accepts.zip(runtimes) {
                     let (ctx, settings, token) = (ctx.clone(), settings.clone(), stop.clone());

@@ -5,8 +5,9 @@
 //! a child of the client's span, and every attempt (retries and hedges included) goes
 //! upstream as a child of the request span, with a fresh span id in `traceparent` and
 //! the client's `tracestate` unchanged. A request without one starts a new trace, not
-//! sampled (`-00`) since steady exports no spans yet, so the backend can still join
-//! its logs to steady's access log by `trace_id`. Parsing and formatting are the
+//! sampled (`-00`) unless span export is on and its head ratio picks the trace
+//! ([`RequestTrace::head_sample`]); either way the backend can join its logs to
+//! steady's access log by `trace_id`. Parsing and formatting are the
 //! `opentelemetry_sdk` propagator's.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -52,6 +53,23 @@ impl Injector for HeadersMut<'_> {
     }
 }
 
+/// Whether a trace id falls within `ratio`: its lower 64 bits, halved, below
+/// `ratio * 2^63` (OpenTelemetry's `TraceIdRatioBased`, so every participant using it
+/// decides alike).
+pub fn ratio_keeps(trace_id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio.is_nan() || ratio <= 0.0 {
+        return false;
+    }
+    let bytes = trace_id.to_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..]);
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    (u64::from_be_bytes(low) >> 1) < bound
+}
+
 fn random_span_id() -> SpanId {
     // Zero is invalid in W3C Trace Context.
     SpanId::from(fastrand::u64(1..))
@@ -79,6 +97,34 @@ impl RequestTrace {
                 state: TraceState::default(),
             }
         }
+    }
+
+    /// Decides whether a trace steady started is sampled: by `ratio` of the trace id,
+    /// as OpenTelemetry's `TraceIdRatioBased` sampler does. A continued trace keeps the
+    /// client's decision (`ParentBased`): the flag sent upstream is the head decision.
+    pub fn head_sample(&mut self, ratio: f64) {
+        if self.parent.is_none() {
+            self.flags = if ratio_keeps(self.trace_id, ratio) {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+        }
+    }
+
+    /// Whether the trace is sampled (the `-01` flag).
+    pub fn sampled(&self) -> bool {
+        self.flags.is_sampled()
+    }
+
+    /// The client's span, if the request continued a trace.
+    pub fn parent(&self) -> Option<SpanId> {
+        self.parent
+    }
+
+    /// The trace's `tracestate`.
+    pub fn state(&self) -> &TraceState {
+        &self.state
     }
 
     /// The trace id and steady's request span id.
@@ -153,6 +199,39 @@ mod tests {
         assert_eq!(out["tracestate"], "vendor=abc");
         let second = trace.inject_attempt(&mut out);
         assert_ne!(first, second, "each attempt is its own span");
+    }
+
+    #[test]
+    fn head_sampling_picks_new_traces_by_ratio_and_keeps_the_parents_decision() {
+        let mut kept = 0;
+        for _ in 0..2000 {
+            let mut trace = RequestTrace::from_headers(&headers(&[]));
+            trace.head_sample(0.25);
+            kept += usize::from(trace.sampled());
+            let mut out = HeaderMap::new();
+            trace.inject_attempt(&mut out);
+            let flag = if trace.sampled() { "-01" } else { "-00" };
+            assert!(out["traceparent"].to_str().unwrap().ends_with(flag));
+        }
+        assert!((300..700).contains(&kept), "about 25% of 2000: {kept}");
+
+        for (incoming, sampled) in [("01", true), ("00", false)] {
+            let tp = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{incoming}");
+            let mut trace = RequestTrace::from_headers(&headers(&[("traceparent", &tp)]));
+            trace.head_sample(if sampled { 0.0 } else { 1.0 });
+            assert_eq!(trace.sampled(), sampled, "the parent decides");
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_the_opentelemetry_one() {
+        let id = |low: u64| TraceId::from(u128::from(low));
+        assert!(ratio_keeps(id(u64::MAX), 1.0));
+        assert!(!ratio_keeps(id(0), 0.0));
+        assert!(ratio_keeps(id(0), 0.01));
+        // Halved low bits 2^62 are at exactly half the range.
+        assert!(!ratio_keeps(id(1 << 63), 0.5));
+        assert!(ratio_keeps(id((1 << 63) - 2), 0.5));
     }
 
     #[test]

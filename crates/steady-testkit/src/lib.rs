@@ -17,6 +17,9 @@
 //!   can kill and restart to rehearse an outage.
 //! - [`alertmanager::Alertmanager`]: a real Alertmanager (Debian's
 //!   `prometheus-alertmanager`) on a free loopback port, for the alerting tests.
+//! - [`OtlpReceiver`] ([`otlp`]): an OTLP trace receiver (gRPC via tonic, or
+//!   HTTP/protobuf on `/v1/traces`) that decodes real export requests, keeps the spans
+//!   and can stall.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
 //! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
 //!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
@@ -516,7 +519,9 @@ pub fn dead_addr() -> SocketAddr {
 pub mod alertmanager;
 mod capacity;
 pub mod harness;
+pub mod otlp;
 mod redis;
 
 pub use capacity::CapacityBackend;
+pub use otlp::{OtlpProtocol, OtlpReceiver, ReceivedSpan};
 pub use redis::RedisServer;

@@ -1,0 +1,98 @@
+//! The `tracing` section: OTLP export, sampling and batching.
+
+use std::time::Duration;
+
+use steady_config::tracing::Protocol;
+use steady_config::{parse, Diagnostic};
+
+const BASE: &str = "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
+upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}]}]\n\
+routes: [{name: api, listener: web, upstream: app}]\n";
+
+fn errors(yaml: &str) -> Vec<String> {
+    match parse(&format!("{BASE}{yaml}"), "steady.yaml") {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(diagnostics) => diagnostics.0.iter().map(Diagnostic::to_string).collect(),
+    }
+}
+
+#[track_caller]
+fn has(errors: &[String], needle: &str) {
+    assert!(
+        errors.iter().any(|e| e.contains(needle)),
+        "no {needle:?} in:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let yaml = format!(
+        "{BASE}{}",
+        r#"
+tracing:
+  otlp: {endpoint: "http://127.0.0.1:4318", protocol: http, timeout: 2s, headers: {x-api-key: abc}, headers_env: {authorization: OTLP_AUTH}}
+  sample: 1%
+  always_sample_errors: true
+  slow_threshold: 500ms
+  service_name: edge
+  batch: {max_queue: 2048, max_batch: 512, interval: 5s}
+"#
+    );
+    let config = parse(&yaml, "steady.yaml").unwrap();
+    let t = config.tracing.unwrap();
+    assert_eq!(t.otlp.protocol, Protocol::Http);
+    assert_eq!(t.otlp.url(), "http://127.0.0.1:4318/v1/traces");
+    assert!((t.sample.0 - 0.01).abs() < 1e-12);
+    assert_eq!(t.slow_threshold, Some(Duration::from_millis(500)));
+    assert_eq!(t.batch.interval, Duration::from_secs(5));
+    assert_eq!(t.service_name, "edge");
+}
+
+#[test]
+fn defaults_need_only_an_endpoint() {
+    let config = parse(
+        &format!("{BASE}tracing: {{otlp: {{endpoint: \"http://127.0.0.1:4317\"}}}}\n"),
+        "steady.yaml",
+    )
+    .unwrap();
+    let t = config.tracing.unwrap();
+    assert_eq!(t.otlp.protocol, Protocol::Grpc);
+    assert_eq!(t.sample.0, 1.0);
+    assert!(t.always_sample_errors);
+    assert_eq!(t.slow_threshold, None);
+    assert_eq!(t.batch.max_queue, 2048);
+    assert_eq!(t.batch.max_batch, 512);
+    assert_eq!(t.otlp.timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn bad_values_are_located() {
+    let e = errors("tracing:\n  otlp: {endpoint: \"http://127.0.0.1:4317\", protocol: ftp}\n");
+    has(&e, "steady.yaml:5:");
+    has(&e, "ftp");
+
+    let e = errors(
+        "tracing:\n  otlp: {endpoint: \"http://127.0.0.1:4317\"}\n  sample: 150%\n  batch: {max_queue: 10, max_batch: 20, interval: 0s}\n  slow_threshold: 0s\n",
+    );
+    has(&e, "steady.yaml:6:");
+    has(&e, "tracing.sample");
+    has(&e, "between 0% and 100%");
+    has(&e, "`max_batch` must not be larger than `max_queue`");
+    has(&e, "`interval` must be greater than 0s");
+    has(&e, "tracing.slow_threshold");
+
+    let e = errors("tracing:\n  otlp: {endpoint: \"127.0.0.1 4317\"}\n");
+    has(&e, "steady.yaml:5:");
+    has(&e, "not an OTLP endpoint");
+
+    let e = errors("tracing:\n  otlp: {endpoint: \"https://collector:4317\"}\n");
+    has(&e, "TLS export is not supported yet");
+
+    let e =
+        errors("tracing:\n  otlp: {endpoint: \"http://c:4317\", headers: {\"bad header\": x}}\n");
+    has(&e, "is not a header name");
+
+    let e = errors("tracing:\n  otlp: {endpoint: \"http://c:4317\"}\n  smaple: 1%\n");
+    has(&e, "smaple");
+}
