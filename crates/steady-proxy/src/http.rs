@@ -27,6 +27,7 @@ use crate::error::{error_response, Kind};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::router::{Route, Router};
 use crate::upstream::Transport;
+use opentelemetry::trace::TraceId;
 
 /// Everything a request on one HTTP listener needs.
 pub struct HttpListener {
@@ -519,7 +520,10 @@ async fn forward_retrying(
             .and_then(|h| h.delay(now))
             .filter(|d| *d < per_try);
         let result = match hedge_delay {
-            None => attempt(route, &endpoint, upstream_req, None, per_try, now).await,
+            None => {
+                let trace = trace_id(parts);
+                attempt(route, &endpoint, upstream_req, None, per_try, now, trace).await
+            }
             Some(delay) => {
                 let hedge = Hedged {
                     listener,
@@ -602,7 +606,8 @@ impl Hedged<'_> {
         tried: &mut Vec<SocketAddr>,
     ) -> Result<Exchanged, Kind> {
         let (route, upstream) = (self.route, &self.route.upstream);
-        let first = attempt(route, endpoint, upstream_req, None, per_try, start);
+        let trace = trace_id(self.parts);
+        let first = attempt(route, endpoint, upstream_req, None, per_try, start, trace);
         tokio::pin!(first);
         tokio::select! {
             biased;
@@ -652,6 +657,7 @@ impl Hedged<'_> {
             None,
             per_try.saturating_sub(delay),
             now,
+            trace,
         );
         tokio::pin!(second);
         let usable =
@@ -711,6 +717,7 @@ async fn forward_streamed(
         verdict.as_deref(),
         route.timeout,
         start,
+        trace_id(parts),
     )
     .await?;
     answer(listener, exchanged, request_id, client_upgrade, upgrade)
@@ -817,6 +824,8 @@ type Exchanged = (Response<Incoming>, Option<crate::pool::Lease>);
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
+/// `trace` is the request's trace id, for the operational logs of what the attempt
+/// causes (an ejection).
 async fn attempt(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
@@ -824,18 +833,45 @@ async fn attempt(
     verdict: Option<&BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
+    trace: Option<TraceId>,
 ) -> Result<Exchanged, Kind> {
     if !crate::otel::RequestSpans::recording() {
-        return exchange(route, endpoint, upstream_req, verdict, deadline, start).await;
+        return exchange(
+            route,
+            endpoint,
+            upstream_req,
+            verdict,
+            deadline,
+            start,
+            trace,
+        )
+        .await;
     }
     // Recorded when dropped, so a cancelled attempt (a lost hedge race) has its span.
     let mut span = crate::otel::AttemptRecord::new(upstream_req.extensions(), endpoint.addr());
-    let result = exchange(route, endpoint, upstream_req, verdict, deadline, start).await;
+    let result = exchange(
+        route,
+        endpoint,
+        upstream_req,
+        verdict,
+        deadline,
+        start,
+        trace,
+    )
+    .await;
     span.outcome = Some(match &result {
         Ok((response, _)) => Ok(response.status().as_u16()),
         Err(kind) => Err(*kind),
     });
     result
+}
+
+/// The request's trace id (set by `proxy` before any attempt).
+fn trace_id(parts: &http::request::Parts) -> Option<TraceId> {
+    parts
+        .extensions
+        .get::<crate::trace::RequestTrace>()
+        .map(|t| t.ids().0)
 }
 
 /// One attempt's exchange: see [`attempt`].
@@ -846,6 +882,7 @@ async fn exchange(
     verdict: Option<&BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
+    trace: Option<TraceId>,
 ) -> Result<Exchanged, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
@@ -877,7 +914,7 @@ async fn exchange(
                 return Err(Kind::ClientTimeout);
             }
             in_flight.finish(now, Outcome::Failure);
-            upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure);
+            upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure, trace);
             return Err(Kind::Timeout);
         }
         // A circuit breaker refused a connection: the endpoint did nothing wrong.
@@ -904,7 +941,7 @@ async fn exchange(
                 } else {
                     RequestResult::GatewayFailure
                 };
-                upstream.record(endpoint.addr(), now, result);
+                upstream.record(endpoint.addr(), now, result, trace);
             }
             return Err(kind);
         }
@@ -921,6 +958,7 @@ async fn exchange(
         endpoint.addr(),
         now,
         RequestResult::from_status(status.as_u16()),
+        trace,
     );
     Ok(response)
 }

@@ -400,7 +400,15 @@ impl Upstream {
     }
 
     /// Feeds one request's result, known at `now`, to outlier detection, if it is on.
-    pub fn record(&self, addr: SocketAddr, now: std::time::Instant, result: RequestResult) {
+    /// `trace` is the request's trace id: an ejection it causes is logged with it, so
+    /// the log line leads to the request (access log, spans) that tipped the balance.
+    pub fn record(
+        &self,
+        addr: SocketAddr,
+        now: std::time::Instant,
+        result: RequestResult,
+        trace: Option<opentelemetry::trace::TraceId>,
+    ) {
         if let Some(outlier) = &self.outlier {
             // Once retired its detector may be gone from service (nothing would readmit
             // what it ejects) or shared with the successor; either way stay out.
@@ -408,12 +416,14 @@ impl Upstream {
                 return;
             }
             let events = lock(outlier).record(addr, now, result);
-            self.log_events(events);
+            self.log_events(events, trace);
         }
     }
 
-    /// Logs outlier detection's decisions and counts the ejections.
-    fn log_events(&self, events: Vec<OutlierEvent>) {
+    /// Logs outlier detection's decisions and counts the ejections; `trace` is the id
+    /// of the request that caused them, if any.
+    fn log_events(&self, events: Vec<OutlierEvent>, trace: Option<opentelemetry::trace::TraceId>) {
+        let trace_id = trace.map(tracing::field::display);
         let upstream = &self.name;
         for event in events {
             match event {
@@ -426,7 +436,7 @@ impl Upstream {
                     self.ejections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
-                        %upstream, endpoint = %addr, ?reason, ?duration, multiplier, "endpoint ejected"
+                        %upstream, endpoint = %addr, ?reason, ?duration, multiplier, trace_id, "endpoint ejected"
                     );
                     self.event(
                         EventKind::Ejection,
@@ -448,13 +458,13 @@ impl Upstream {
                         let since_last_log = total - last.0;
                         *last = (total, Some(now));
                         tracing::info!(
-                            %upstream, endpoint = %addr, ?reason, since_last_log,
+                            %upstream, endpoint = %addr, ?reason, since_last_log, trace_id,
                             "ejection skipped: max_ejection_percent reached"
                         );
                     }
                 }
                 OutlierEvent::Readmitted { addr, reason } => {
-                    tracing::info!(%upstream, endpoint = %addr, ?reason, "endpoint readmitted");
+                    tracing::info!(%upstream, endpoint = %addr, ?reason, trace_id, "endpoint readmitted");
                     self.event(
                         EventKind::Readmission,
                         addr,
@@ -496,7 +506,7 @@ impl Upstream {
                     }
                     events
                 };
-                this.log_events(events);
+                this.log_events(events, None);
             }
         });
     }
@@ -621,7 +631,7 @@ impl Upstream {
         self.spawn_every(interval, self.tasks.clone(), |this| async move {
             if let Some(outlier) = &this.outlier {
                 let events = lock(outlier).evaluate(Instant::now().into_std());
-                this.log_events(events);
+                this.log_events(events, None);
             }
         });
     }
