@@ -453,7 +453,7 @@ class Bench:
             cfg = self.write("haproxy.cfg", haproxy_conf(port, bp, maxconn, self.k.nofile))
             argv = ["haproxy", "-db", "-f", cfg]
             label, timeout = "haproxy", 10
-        elif key in ("steady", "steady-obs", "steady-trace"):
+        elif key in STEADY_KEYS:
             if not (os.path.isfile(self.k.steady_bin) and os.access(self.k.steady_bin, os.X_OK)):
                 self.skipped[key] = f"binary {self.k.steady_bin} not found (build failed or not built yet)"
                 return None
@@ -462,9 +462,10 @@ class Bench:
                 admin = free_port()
             # steady-obs: the same binary with the JSON access log on (to a file), to
             # measure what observability costs per request.
-            log = os.path.join(self.workdir, "access.log") if key == "steady-obs" else None
+            log = os.path.join(self.workdir, f"{key}-access.log") if key in ("steady-obs", "steady-all") else None
             # steady-trace: span export at 1% to a local OTLP/HTTP sink.
-            otlp = start_otlp_sink() if key == "steady-trace" else None
+            # steady-all: both (issue 4's "everything on" against steady with all off).
+            otlp = start_otlp_sink() if key in ("steady-trace", "steady-all") else None
             cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, log, otlp))
             argv = [self.k.steady_bin, "serve", "-c", cfg]
             label, timeout = key, self.k.steady_start_timeout
@@ -476,7 +477,7 @@ class Bench:
         if err:
             text = tail(s.proc.bench_log)
             self.procs.stop(s.proc)
-            if key in ("steady", "steady-obs", "steady-trace"):
+            if key in STEADY_KEYS:
                 self.skipped[key] = f"`steady serve` did not come up: {err}"
                 log(f"SKIPPING steady: {err}; last log lines:\n{text}")
                 return None
@@ -773,6 +774,8 @@ def aggregate(rounds, idle, order):
     return agg
 
 
+STEADY_KEYS = ("steady", "steady-obs", "steady-trace", "steady-all")
+
 LABELS = {
     "direct": "direct (backend)",
     "steady": "steady",
@@ -780,6 +783,7 @@ LABELS = {
     "haproxy": "haproxy",
     "steady-obs": "steady + access log",
     "steady-trace": "steady + OTLP spans at 1%",
+    "steady-all": "steady + access log + OTLP spans at 1%",
 }
 
 
@@ -832,7 +836,7 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
         L.append("| " + " | ".join(rh) + " |")
         L.append("|" + "---|" * len(rh))
         for num, peer in (("steady", "nginx"), ("steady", "haproxy"), ("steady-obs", "steady"),
-                          ("steady-trace", "steady")):
+                          ("steady-trace", "steady"), ("steady-all", "steady")):
             if peer not in agg or num not in agg:
                 continue
             s, p = agg[num], agg[peer]

@@ -57,10 +57,16 @@ pub struct RouteStats {
     /// Failures steady produced itself, by reason (rare path: a small locked map).
     failures: Mutex<BTreeMap<&'static str, u64>>,
     latency: Arc<Latency>,
-    /// Business events counted on this route (`count:`), replaced by reloads.
-    events: ArcSwap<Vec<Arc<Event>>>,
-    /// The SLOs that count this route's requests, replaced by reloads.
-    slis: ArcSwap<Vec<crate::slo::SliTap>>,
+    /// Business events counted on this route (`count:`), replaced by reloads,
+    /// and the SLOs that count its requests: one load per request for both.
+    taps: ArcSwap<Taps>,
+}
+
+/// What a request is counted into besides the golden signals.
+#[derive(Debug, Default)]
+struct Taps {
+    events: Vec<Arc<Event>>,
+    slis: Vec<crate::slo::SliTap>,
 }
 
 /// One business event: a named counter of the responses that match.
@@ -96,20 +102,21 @@ impl RouteStats {
             requests: Default::default(),
             failures: Mutex::new(BTreeMap::new()),
             latency: Latency::spawn(Instant::now()),
-            events: ArcSwap::from_pointee(Vec::new()),
-            slis: ArcSwap::from_pointee(Vec::new()),
+            taps: ArcSwap::from_pointee(Taps::default()),
         }
     }
 
     /// Sets the SLOs this route's requests count for.
     pub fn set_slis(&self, taps: Vec<crate::slo::SliTap>) {
-        self.slis.store(Arc::new(taps));
+        let events = self.taps.load().events.clone();
+        self.taps.store(Arc::new(Taps { events, slis: taps }));
     }
 
     /// Counts the business events `config` names from now on; an event whose
     /// definition is unchanged keeps its count.
     pub fn set_events(&self, config: &[steady_config::CountEvent]) {
-        let old = self.events.load();
+        let current = self.taps.load_full();
+        let old = &current.events;
         let next = config
             .iter()
             .map(|c| {
@@ -125,13 +132,17 @@ impl RouteStats {
                     })
             })
             .collect();
-        self.events.store(Arc::new(next));
+        self.taps.store(Arc::new(Taps {
+            events: next,
+            slis: current.slis.clone(),
+        }));
     }
 
     /// Business events by name and count.
     pub fn events(&self) -> Vec<(String, u64)> {
-        self.events
+        self.taps
             .load()
+            .events
             .iter()
             .map(|e| (e.config.name.clone(), e.count.load(Ordering::Relaxed)))
             .collect()
@@ -143,13 +154,13 @@ impl RouteStats {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.requests[method_index(method)][class].fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed);
-        let events = self.events.load();
-        for event in events.iter() {
+        let taps = self.taps.load();
+        for event in &taps.events {
             if event.matches(method, status) {
                 event.count.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for tap in self.slis.load().iter() {
+        for tap in &taps.slis {
             tap.record(status, elapsed);
         }
     }
