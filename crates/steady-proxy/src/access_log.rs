@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
@@ -202,15 +202,22 @@ impl PendingLine {
         }
         let route = lock(&self.facts.route).clone();
         let trace = *lock(&self.facts.trace);
-        let trace_hex = trace.map(|(t, s)| (t.to_string(), s.to_string()));
+        // Hex on the stack: no allocation per line.
+        let (mut trace_buf, mut span_buf) = ([0u8; 32], [0u8; 16]);
+        let trace_hex = trace.map(|(t, s)| {
+            (
+                hex(&t.to_bytes(), &mut trace_buf),
+                hex(&s.to_bytes(), &mut span_buf),
+            )
+        });
         let endpoint = *lock(&self.facts.endpoint);
         let failure = *lock(&self.facts.failure);
         let attempts = self.facts.attempts.load(Ordering::Relaxed);
         let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
         self.log.log(&Entry {
             time: Some(self.time),
-            trace_id: trace_hex.as_ref().map(|(t, _)| t.as_str()),
-            span_id: trace_hex.as_ref().map(|(_, s)| s.as_str()),
+            trace_id: trace_hex.map(|(t, _)| t),
+            span_id: trace_hex.map(|(_, s)| s),
             request_id: self.request_id.as_deref(),
             client: Some(self.client),
             method: self.method.as_str(),
@@ -405,9 +412,14 @@ impl AccessLog {
             out.extend_from_slice(b"\":");
             // Writing to a Vec cannot fail.
             let _ = match field {
-                Field::Time => e.time.map_or(Ok(()), |t| {
-                    write!(out, "\"{}\"", humantime::format_rfc3339_millis(t))
-                }),
+                Field::Time => {
+                    if let Some(t) = e.time {
+                        out.push(b'"');
+                        push_rfc3339_millis(&mut out, t);
+                        out.push(b'"');
+                    }
+                    Ok(())
+                }
                 Field::TraceId => json_str(&mut out, e.trace_id.unwrap_or_default()),
                 Field::SpanId => json_str(&mut out, e.span_id.unwrap_or_default()),
                 Field::RequestId => json_str(&mut out, e.request_id.unwrap_or_default()),
@@ -422,13 +434,11 @@ impl AccessLog {
                 Field::Attempts => write!(out, "{}", e.attempts),
                 Field::BytesIn => write!(out, "{}", e.bytes_in),
                 Field::BytesOut => write!(out, "{}", e.bytes_out),
-                Field::Duration => write!(out, "{:.6}", e.duration.as_secs_f64()),
+                Field::Duration => push_secs(&mut out, e.duration),
                 Field::UpstreamDuration => e
                     .upstream_duration
-                    .map_or(Ok(()), |d| write!(out, "{:.6}", d.as_secs_f64())),
-                Field::Ttfb => e
-                    .ttfb
-                    .map_or(Ok(()), |d| write!(out, "{:.6}", d.as_secs_f64())),
+                    .map_or(Ok(()), |d| push_secs(&mut out, d)),
+                Field::Ttfb => e.ttfb.map_or(Ok(()), |d| push_secs(&mut out, d)),
                 Field::Failure => json_str(&mut out, e.failure.unwrap_or_default()),
             };
         }
@@ -436,6 +446,55 @@ impl AccessLog {
         // Only UTF-8 went in (escaped JSON strings, ASCII numbers).
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Writes `bytes` as lowercase hex into `buf` (twice as long) and returns it.
+fn hex<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Only ASCII hex digits went in.
+    std::str::from_utf8(&buf[..2 * bytes.len()]).unwrap_or_default()
+}
+
+/// Appends a duration as seconds with six decimals (`0.000123`), in integers.
+fn push_secs(out: &mut Vec<u8>, d: Duration) -> io::Result<()> {
+    use std::io::Write as _;
+    write!(out, "{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+thread_local! {
+    /// The `YYYY-MM-DDTHH:MM:SS` of the last second a line was stamped in, on this
+    /// thread: lines of the same second reuse it instead of formatting the date again.
+    static SECOND: std::cell::RefCell<(u64, [u8; 19])> = const { std::cell::RefCell::new((u64::MAX, [0; 19])) };
+}
+
+/// Appends `t` as RFC 3339 in UTC with milliseconds (`2026-11-25T20:17:19.123Z`).
+fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
+            if let Some(prefix) = text.as_bytes().get(..19) {
+                cached.1.copy_from_slice(prefix);
+                cached.0 = secs;
+            }
+        }
+        out.extend_from_slice(&cached.1);
+    });
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// Appends `s` as a JSON string, escaped (client-sent text such as paths can hold
@@ -643,6 +702,27 @@ const BATCH: Duration = Duration::from_millis(10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_formatted_times_durations_and_ids_match_the_library_ones() {
+        for secs in [0u64, 1_700_000_000, 1_795_634_400, 4_102_444_799] {
+            for nanos in [0u32, 1_000_000, 999_999_999, 123_456_789] {
+                let t = UNIX_EPOCH + Duration::new(secs, nanos);
+                let mut out = Vec::new();
+                push_rfc3339_millis(&mut out, t);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    humantime::format_rfc3339_millis(t).to_string()
+                );
+            }
+        }
+        let mut out = Vec::new();
+        push_secs(&mut out, Duration::new(3, 120_000)).unwrap();
+        push_secs(&mut out, Duration::from_nanos(999)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "3.0001200.000000");
+        let mut buf = [0u8; 8];
+        assert_eq!(hex(&[0x00, 0xab, 0x10, 0xff], &mut buf), "00ab10ff");
+    }
 
     fn config(yaml: &str) -> Config {
         serde_yaml_ng::from_str(yaml).unwrap()

@@ -134,7 +134,9 @@ pub async fn handle(
     let mut line =
         log.map(|log| crate::access_log::PendingLine::new(log, Default::default(), &req, client));
     let mut span = tracer.map(|t| crate::otel::PendingSpan::new(t, &req, client, listener.scheme));
-    let served = proxy(&listener, client, req);
+    // Boxed: the task-local scopes below then move a pointer, not the whole request
+    // future (several KiB), each time they wrap it.
+    let served = Box::pin(proxy(&listener, client, req));
     use crate::access_log::REQUEST;
     use crate::otel::SPANS;
     let mut response = match (&line, &span) {
