@@ -1,31 +1,18 @@
 //! The admission sections: rate limits, Redis, priorities, concurrency, trusted proxies.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{errors_raw, has};
 use steady_config::limits::{KeyPart, LimitMode, OnFailure, Priority, Scope};
-use steady_config::{parse, Diagnostic};
+use steady_config::parse;
 
 const BASE: &str = "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
 upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}]}]\n";
 
 fn errors(yaml: &str) -> Vec<String> {
     errors_raw(&format!("{BASE}{yaml}"))
-}
-
-fn errors_raw(yaml: &str) -> Vec<String> {
-    match parse(yaml, "steady.yaml") {
-        Ok(config) => panic!("expected errors, got {config:#?}"),
-        Err(diagnostics) => diagnostics.0.iter().map(Diagnostic::to_string).collect(),
-    }
-}
-
-#[track_caller]
-fn has(errors: &[String], needle: &str) {
-    assert!(
-        errors.iter().any(|e| e.contains(needle)),
-        "no {needle:?} in:\n{}",
-        errors.join("\n")
-    );
 }
 
 #[test]

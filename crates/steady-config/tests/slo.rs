@@ -1,28 +1,19 @@
 //! The SLO sections: `slos`, `alerts`, `notifiers` and `slo_state`.
 
+mod common;
+
 use std::time::Duration;
 
+use common::has;
 use steady_config::slo::{NotifierKind, Severity, Sli};
-use steady_config::{parse, Diagnostic, StatusMatch};
+use steady_config::{parse, StatusMatch};
 
 const BASE: &str = "listeners: [{name: web, bind: 127.0.0.1:8080}]\n\
 upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9001}]}]\n\
 routes: [{name: checkout, listener: web, upstream: app}]\n";
 
 fn errors(yaml: &str) -> Vec<String> {
-    match parse(&format!("{BASE}{yaml}"), "steady.yaml") {
-        Ok(config) => panic!("expected errors, got {config:#?}"),
-        Err(diagnostics) => diagnostics.0.iter().map(Diagnostic::to_string).collect(),
-    }
-}
-
-#[track_caller]
-fn has(errors: &[String], needle: &str) {
-    assert!(
-        errors.iter().any(|e| e.contains(needle)),
-        "no {needle:?} in:\n{}",
-        errors.join("\n")
-    );
+    common::errors_raw(&format!("{BASE}{yaml}"))
 }
 
 #[test]
