@@ -426,6 +426,19 @@ impl Slo {
         if self.no_traffic.is_some_and(|d| d.as_secs() == 0) {
             out.push(("no_traffic", "must be at least 1s, or `off`".to_string()));
         }
+        let rules = self.rules.as_deref().unwrap_or_default();
+        for (i, rule) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|r| {
+                r.severity == rule.severity
+                    && r.long_window == rule.long_window
+                    && r.short_window == rule.short_window
+            }) {
+                out.push((
+                    "rules",
+                    "two rules have the same severity and windows; merge them".to_string(),
+                ));
+            }
+        }
         for rule in self.rules.iter().flatten() {
             let (long, short) = (rule.long_window.as_secs(), rule.short_window.as_secs());
             if short == 0 || long < short {

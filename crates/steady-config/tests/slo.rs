@@ -133,6 +133,18 @@ slos:
     has(&e, "slos[2].period: must be between 1h and 400d");
     has(&e, "slos[2].rules: each rule's `short_window`");
     has(&e, "slos[2].rules: each `factor` must be a positive number");
+    let e = errors(
+        r#"
+slos:
+  - {name: a, routes: [checkout], objective: 99%, rules: [
+      {severity: page, long_window: 1h, short_window: 5m, factor: 14.4},
+      {severity: page, long_window: 1h, short_window: 5m, factor: 10}]}
+"#,
+    );
+    has(
+        &e,
+        "slos[0].rules: two rules have the same severity and windows",
+    );
 }
 
 #[test]

@@ -318,9 +318,18 @@ impl Gateway {
             tracing::warn!(error = %e, "cannot save the SLO state");
         }
         // Alerts already queued (the last resolves, say) get a short while to go out.
-        if let Some(notifiers) = self.slos.take_notifiers() {
-            if let Ok(notifiers) = Arc::try_unwrap(notifiers) {
-                notifiers.shutdown(Duration::from_secs(5)).await;
+        if let Some(mut notifiers) = self.slos.take_notifiers() {
+            // A tick still running holds the notifiers for a moment; it has stopped
+            // ticking (the shutdown token is cancelled), so wait for it briefly.
+            for _ in 0..100 {
+                match Arc::try_unwrap(notifiers) {
+                    Ok(n) => {
+                        n.shutdown(Duration::from_secs(5)).await;
+                        break;
+                    }
+                    Err(shared) => notifiers = shared,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         // The drained requests' spans, sent (or given up on) within a bound.

@@ -343,6 +343,7 @@ impl Gateway {
         } else {
             None
         };
+        crate::slo::Slos::check(config).map_err(|e| StartError::Invalid(e.to_string()))?;
         // Notifiers read their keys now: a missing one refuses the config.
         let new_notifiers = if control.config.notifiers != config.notifiers
             || control.config.alerts != config.alerts

@@ -108,6 +108,8 @@ pub struct Slos {
     notifiers: ArcSwapOption<Notifiers>,
     /// Delivery metrics, registered once and shared by every set of notifiers.
     notify_metrics: steady_notify::Metrics,
+    /// Held while the state file is written.
+    saving: Mutex<()>,
 }
 
 impl std::fmt::Debug for Slos {
@@ -135,6 +137,44 @@ struct Entry {
     engine: Slo,
     history: VecDeque<AlertEvent>,
     anomaly: Option<Watch>,
+}
+
+impl Entry {
+    /// The firing alerts: name, severity and since when.
+    fn firing(&self) -> Vec<(String, Severity, u64)> {
+        let engine = self.engine.alerts().into_iter();
+        let anomaly = self
+            .anomaly
+            .iter()
+            .flat_map(Watch::alerts)
+            .map(|a| (a.name, a.severity, a.state));
+        engine
+            .chain(anomaly)
+            .filter_map(|(name, severity, state)| match state {
+                steady_slo::AlertState::Firing { since, .. } => Some((name, severity, since)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The resolve of an alert that no longer exists (its SLO, rule or detector went away).
+fn resolved(
+    settings: &SloSettings,
+    (alert, severity, since): (String, Severity, u64),
+    now: u64,
+    budget_remaining: f64,
+) -> AlertEvent {
+    AlertEvent {
+        slo: settings.name.clone(),
+        alert,
+        severity,
+        transition: Transition::Resolved,
+        since,
+        at: now,
+        signal: Signal::Removed,
+        budget_remaining,
+    }
 }
 
 /// Why the SLOs of a config could not be set up.
@@ -201,6 +241,7 @@ impl Slos {
             events,
             notifiers: ArcSwapOption::empty(),
             notify_metrics: steady_notify::Metrics::default(),
+            saving: Mutex::new(()),
         }
     }
 
@@ -242,52 +283,64 @@ impl Slos {
     pub fn set_notifiers(&self, notifiers: Option<Notifiers>) -> Option<Arc<Notifiers>> {
         let old = self.notifiers.swap(notifiers.map(Arc::new));
         if let Some(new) = self.notifiers.load_full() {
+            let now = unix_now();
             let inner = self.lock();
             for e in &inner.entries {
-                let firing: Vec<String> = e
-                    .engine
-                    .alerts()
-                    .into_iter()
-                    .filter(|(_, _, s)| s.is_firing())
-                    .map(|(name, _, _)| name)
-                    .chain(
-                        e.anomaly
-                            .iter()
-                            .flat_map(Watch::alerts)
-                            .filter(|a| a.state.is_firing())
-                            .map(|a| a.name),
-                    )
-                    .collect();
-                for name in firing {
+                for (name, severity, since) in e.firing() {
                     let last = e
                         .history
                         .iter()
                         .rev()
                         .find(|h| h.alert == name && h.transition == Transition::Firing);
-                    if let Some(event) = last {
-                        new.send(notification(&e.settings, event));
-                    }
+                    // After a restart the history is empty but the state says firing:
+                    // send what the engine knows now.
+                    let event = last.cloned().unwrap_or_else(|| AlertEvent {
+                        transition: Transition::Firing,
+                        signal: Signal::Restored,
+                        ..resolved(
+                            &e.settings,
+                            (name, severity, since),
+                            now,
+                            e.engine.budget_remaining(now),
+                        )
+                    });
+                    new.send(notification(&e.settings, &event));
                 }
             }
         }
         old
     }
 
+    /// Checks that every SLO of `config` can be built, changing nothing; a reload
+    /// calls it before it commits anything.
+    pub fn check(config: &Config) -> Result<(), SloError> {
+        for settings in &config.slos {
+            engine_config(settings)
+                .validate()
+                .map_err(|err| SloError::Invalid(settings.name.clone(), err.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Takes the SLOs of `config`. An SLO whose SLI and routes are unchanged keeps its
     /// counts and alert states (its objective, period and rules may change); a new or
-    /// redefined one starts empty, or from the state file at the first call.
+    /// redefined one starts empty, or from the state file (read when SLOs first
+    /// appear). On error nothing changes.
+    ///
+    /// Alerts that stop existing (an SLO or rule removed, an SLO redefined, anomaly
+    /// settings changed) are resolved with the notifiers, so no incident stays open.
     pub fn configure(&self, config: &Config) -> Result<(), SloError> {
+        Self::check(config)?;
+        let now = unix_now();
         let mut inner = self.lock();
-        if !inner.file_read {
+        if !inner.file_read && !config.slos.is_empty() {
             inner.file_read = true;
-            let path = PathBuf::from(&config.slo_state.path);
-            if !config.slos.is_empty() {
-                inner.loaded = read_state_file(&path);
-            }
+            inner.loaded = read_state_file(std::path::Path::new(&config.slo_state.path));
         }
         inner.state_path = (!config.slos.is_empty()).then(|| config.slo_state.path.clone().into());
         inner.save_every = config.slo_state.save_every;
         let mut old: Vec<Entry> = std::mem::take(&mut inner.entries);
+        let mut gone: Vec<(SloSettings, AlertEvent)> = Vec::new();
         let mut entries = Vec::with_capacity(config.slos.len());
         for settings in &config.slos {
             let engine_config = engine_config(settings);
@@ -299,26 +352,45 @@ impl Slos {
             let entry = match kept.map(|i| old.swap_remove(i)) {
                 Some(mut e) => {
                     if e.settings != *settings {
-                        e.engine = Slo::load(engine_config, &e.engine.save()).map_err(|err| {
-                            SloError::Invalid(settings.name.clone(), err.to_string())
-                        })?;
+                        let before = e.firing();
+                        // Validated by `check`: loading its own state cannot fail.
+                        if let Ok(engine) = Slo::load(engine_config, &e.engine.save()) {
+                            e.engine = engine;
+                        }
                         if e.settings.anomaly != settings.anomaly {
                             e.anomaly = settings.anomaly.as_ref().map(anomaly_watch);
+                        }
+                        let after: Vec<String> =
+                            e.firing().into_iter().map(|(n, _, _)| n).collect();
+                        let budget = e.engine.budget_remaining(now);
+                        for alert in before {
+                            if !after.contains(&alert.0) {
+                                gone.push((
+                                    e.settings.clone(),
+                                    resolved(&e.settings, alert, now, budget),
+                                ));
+                            }
                         }
                         e.settings = settings.clone();
                     }
                     e
                 }
                 None => {
+                    let fresh = || Slo::try_new(engine_config.clone());
                     let engine = match inner.loaded.remove(&settings.name) {
                         Some(saved) => {
                             let bytes = serde_json::to_vec(&saved).unwrap_or_default();
-                            Slo::load(engine_config.clone(), &bytes).unwrap_or_else(|err| {
-                                tracing::warn!(slo = %settings.name, error = %err, "SLO state not used; starting empty");
-                                Slo::try_new(engine_config.clone()).expect("validated")
-                            })
+                            match Slo::load(engine_config.clone(), &bytes) {
+                                Ok(engine) => engine,
+                                Err(err) => {
+                                    tracing::warn!(slo = %settings.name, error = %err, "SLO state not used; starting empty");
+                                    fresh().map_err(|err| {
+                                        SloError::Invalid(settings.name.clone(), err.to_string())
+                                    })?
+                                }
+                            }
                         }
-                        None => Slo::try_new(engine_config).map_err(|err| {
+                        None => fresh().map_err(|err| {
                             SloError::Invalid(settings.name.clone(), err.to_string())
                         })?,
                     };
@@ -335,7 +407,30 @@ impl Slos {
             };
             entries.push(entry);
         }
+        // What is left was removed or redefined: its alerts end, and its counts go back
+        // to the saved state, so an SLO commented out for a while keeps its month.
+        for e in old {
+            let budget = e.engine.budget_remaining(now);
+            for alert in e.firing() {
+                gone.push((
+                    e.settings.clone(),
+                    resolved(&e.settings, alert, now, budget),
+                ));
+            }
+            if !config.slos.iter().any(|s| s.name == e.settings.name) {
+                if let Ok(state) = serde_json::from_slice(&e.engine.save()) {
+                    inner.loaded.insert(e.settings.name.clone(), state);
+                }
+            }
+        }
         inner.entries = entries;
+        drop(inner);
+        for (settings, event) in gone {
+            self.announce(&settings, &event);
+            if let Some(n) = self.notifiers.load_full() {
+                n.send(notification(&settings, &event));
+            }
+        }
         Ok(())
     }
 
@@ -381,9 +476,12 @@ impl Slos {
         let mut out = Vec::new();
         for e in &mut inner.entries {
             let (total, bad) = e.counter.get();
-            let (d_total, d_bad) = (total.saturating_sub(e.seen.0), bad.saturating_sub(e.seen.1));
-            e.seen = (total, bad);
-            e.engine.record(now, d_total - d_bad.min(d_total), d_total);
+            let d_total = total.saturating_sub(e.seen.0);
+            // A request counted in `total` by one read may reach `bad` only by the
+            // next: what does not fit now is recorded with the next requests.
+            let d_bad = bad.saturating_sub(e.seen.1).min(d_total);
+            e.seen = (total, e.seen.1 + d_bad);
+            e.engine.record(now, d_total - d_bad, d_total);
             let mut events = e.engine.evaluate(now);
             if let Some(watch) = &mut e.anomaly {
                 let latency = recent_p99(routes, &e.settings.routes);
@@ -439,6 +537,8 @@ impl Slos {
 
     /// Writes every SLO's state to the state file (a temporary file, then a rename).
     pub fn save(&self) -> std::io::Result<()> {
+        // One save at a time (the periodic one and the one at shutdown may meet).
+        let _saving = self.saving.lock().unwrap_or_else(PoisonError::into_inner);
         let inner = self.lock();
         let Some(path) = inner.state_path.clone() else {
             return Ok(());
@@ -461,12 +561,27 @@ impl Slos {
             "slos": slos,
         });
         let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
+        // A name of this process's own, so two processes on one path (an old and a new
+        // one during a restart) never write into each other's temporary file.
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            // On disk before the rename makes it the state: a power cut leaves the old
+            // file or the new one, never an empty one.
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(dir) = std::fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
     }
 
     /// Every SLO's status at `now`, for the admin API.
@@ -475,6 +590,7 @@ impl Slos {
             .entries
             .iter()
             .map(|e| {
+                let counts = e.counter.get();
                 let mut status = e.engine.status(now);
                 if let Some(watch) = &e.anomaly {
                     status.alerts.extend(watch.alerts());
@@ -495,8 +611,8 @@ impl Slos {
                             )
                         }
                     },
-                    events_total: e.counter.get().0,
-                    bad_events_total: e.counter.get().1,
+                    events_total: counts.0,
+                    bad_events_total: counts.1,
                     status,
                     report: report(&e.engine, now),
                     history: e.history.iter().rev().cloned().collect(),
@@ -637,6 +753,14 @@ pub fn notification(settings: &SloSettings, event: &AlertEvent) -> Alert {
                 "Routes {routes} have had no requests since {}.",
                 last_traffic.map_or("start".to_string(), |t| humantime::format_rfc3339_seconds(at(t)).to_string())
             ),
+        ),
+        Signal::Restored => (
+            format!("{}: alert {} is firing (state restored at start)", settings.name, event.alert),
+            format!("steady restarted while this alert was firing; {budget} of the error budget is left."),
+        ),
+        Signal::Removed => (
+            format!("{}: alert {} ended by a config change", settings.name, event.alert),
+            "The SLO, the rule or the anomaly detector behind this alert was removed or redefined.".to_string(),
         ),
         Signal::Anomaly { metric, value, baseline, band } => (
             format!("{}: {metric} left its baseline", settings.name),
@@ -860,6 +984,86 @@ slos: {slos}
         let v = slos.views(t + 2);
         assert_eq!((v[0].events_total, v[0].bad_events_total), (2, 1));
         assert_eq!(slos.thresholds(), [Duration::from_millis(10)]);
+    }
+
+    #[test]
+    fn a_refused_config_changes_nothing() {
+        let slos = Slos::new(Arc::new(Events::default()));
+        slos.configure(&config("[{name: a, routes: [api], objective: 99%}]"))
+            .unwrap();
+        let taps = slos.taps_for("api");
+        taps[0].record(500, Duration::ZERO);
+        slos.tick(1_800_000_000, &[]);
+        let mut bad = config("[{name: a, routes: [api], objective: 99.9%}]");
+        let rule = bad.slos[0].rules()[0].clone();
+        bad.slos[0].rules = Some(vec![rule.clone(), rule]);
+        assert!(slos.configure(&bad).is_err());
+        let v = slos.views(1_800_000_000);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].status.windows[0].total, 1);
+        assert!((v[0].status.objective - 0.99).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_bad_request_seen_before_its_total_is_not_lost() {
+        let slos = Slos::new(Arc::new(Events::default()));
+        slos.configure(&config("[{name: a, routes: [api], objective: 99%}]"))
+            .unwrap();
+        let counter = slos.lock().entries[0].counter.clone();
+        // One tick reads the total of a failing request before its bad count lands.
+        counter.total.fetch_add(1, Ordering::Relaxed);
+        slos.tick(1_800_000_000, &[]);
+        counter.bad.fetch_add(1, Ordering::Relaxed);
+        slos.tick(1_800_000_001, &[]);
+        counter.total.fetch_add(1, Ordering::Relaxed);
+        slos.tick(1_800_000_002, &[]);
+        let w = &slos.views(1_800_000_002)[0].status.windows[0];
+        assert_eq!((w.total, w.bad), (2, 1));
+    }
+
+    #[test]
+    fn removing_a_firing_slo_resolves_its_alerts_and_keeps_its_state() {
+        let dir = std::env::temp_dir().join(format!("steady-slo-unit-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let with = |slos: &str| {
+            let mut c = config(slos);
+            c.slo_state.path = path.display().to_string();
+            c
+        };
+        let events = Arc::new(Events::default());
+        let slos = Slos::new(events.clone());
+        // Start without SLOs: the state file is read when they first appear.
+        slos.configure(&with("[]")).unwrap();
+        slos.configure(&with(
+            "[{name: a, routes: [api], objective: 99%, min_events: 1}]",
+        ))
+        .unwrap();
+        let taps = slos.taps_for("api");
+        taps[0].record(500, Duration::ZERO);
+        let t = unix_now();
+        let fired = slos.tick(t, &[]);
+        assert!(fired.iter().any(|e| e.transition == Transition::Firing));
+        slos.configure(&with("[]")).unwrap();
+        let recent = events.recent();
+        assert!(
+            recent
+                .iter()
+                .any(|e| e.kind == EventKind::Alert && e.message.contains("resolved")),
+            "{recent:?}"
+        );
+        // The removed SLO's counts are still saved, and come back with it.
+        slos.configure(&with("[{name: b, routes: [api], objective: 99%}]"))
+            .unwrap();
+        slos.save().unwrap();
+        let again = Slos::new(Arc::new(Events::default()));
+        again
+            .configure(&with(
+                "[{name: a, routes: [api], objective: 99%, min_events: 1}]",
+            ))
+            .unwrap();
+        let v = again.views(t);
+        assert_eq!(v[0].status.windows[0].total, 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub enum Signal {
         /// Half-width of the normal band around the baseline.
         band: f64,
     },
+    /// A firing alert re-sent from saved state after a restart (no measurement yet).
+    Restored,
+    /// The alert ended because its SLO, rule or detector was removed or redefined
+    /// (only in resolves).
+    Removed,
     /// The route had traffic and has had none since `last_traffic` (seconds).
     NoTraffic {
         /// Timestamp of the last recorded event, if any.

@@ -145,7 +145,29 @@ impl Watch {
         let mut events = Vec::new();
         for (i, sample) in samples.into_iter().enumerate() {
             let (name, direction, floor) = SIGNALS[i];
-            let Some(x) = sample else { continue };
+            let delays = (self.config.for_duration.as_secs(), 0);
+            let Some(x) = sample else {
+                // Too few requests to judge: no evidence of an anomaly, so a firing
+                // alert resolves rather than waiting for traffic to come back.
+                if let Some((transition, since)) = step(&mut self.states[i], false, now, delays) {
+                    events.push(AlertEvent {
+                        slo: slo.to_owned(),
+                        alert: format!("anomaly-{name}"),
+                        severity: Severity::Ticket,
+                        transition,
+                        since,
+                        at: now,
+                        signal: Signal::Anomaly {
+                            metric: name.to_owned(),
+                            value: 0.0,
+                            baseline: self.baselines[i].mean(),
+                            band: 0.0,
+                        },
+                        budget_remaining,
+                    });
+                }
+                continue;
+            };
             let base = self.baselines[i];
             let band = base.band(self.config.sigmas, floor);
             let deviation = x - base.mean();
@@ -156,7 +178,6 @@ impl Watch {
                     Direction::Up => deviation > band,
                 };
             self.baselines[i].update(x, alpha, !out);
-            let delays = (self.config.for_duration.as_secs(), 0);
             if let Some((transition, since)) = step(&mut self.states[i], out, now, delays) {
                 events.push(AlertEvent {
                     slo: slo.to_owned(),
@@ -286,6 +307,30 @@ mod tests {
         let mut w = watch();
         feed(&mut w, 0, t0, 100, 0, 0.400);
         assert!(feed(&mut w, t0, 600, 100, 0, 0.020).is_empty());
+    }
+
+    #[test]
+    fn a_firing_error_alert_resolves_when_traffic_stops() {
+        let mut w = watch();
+        let t0 = 2 * 3600;
+        feed(&mut w, 0, t0, 100, 0, 0.020);
+        let fired = feed(&mut w, t0, 600, 100, 20, 0.020);
+        assert!(fired.iter().any(|e| e.alert == "anomaly-errors"));
+        // No requests at all: no error or latency sample, so both must not stay firing.
+        let mut events = Vec::new();
+        for t in t0 + 600..t0 + 900 {
+            events.extend(w.observe(t, "s", 0, 0, None, 1.0));
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| e.alert == "anomaly-errors" && e.transition == Transition::Resolved),
+            "{events:?}"
+        );
+        assert!(!w
+            .alerts()
+            .iter()
+            .any(|a| a.name == "anomaly-errors" && a.state.is_firing()));
     }
 
     #[test]
