@@ -462,7 +462,9 @@ class Bench:
                 admin = free_port()
             # steady-obs: the same binary with the JSON access log on (to a file), to
             # measure what observability costs per request.
-            log = os.path.join(self.workdir, f"{key}-access.log") if key in ("steady-obs", "steady-all") else None
+            # In a directory of its own, as in a deployment (/var/log/steady): steady
+            # watches its config file's directory for changes.
+            log = os.path.join(self.workdir, "logs", f"{key}-access.log") if key in ("steady-obs", "steady-all") else None
             # steady-trace: span export at 1% to a local OTLP/HTTP sink.
             # steady-all: both (issue 4's "everything on" against steady with all off).
             otlp = start_otlp_sink() if key in ("steady-trace", "steady-all") else None
@@ -930,13 +932,20 @@ def profile_with(b, knobs, workdir, target, callgraph, freq):
     log("perf: " + " ".join(rec))
     perf = subprocess.Popen(rec, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(0.3)
-    w = b.run_wrk(s.port, knobs.duration, knobs.conns)
+    # PROFILE_OPEN=1: at the constant RATE (oha), as the "@RATE/s" column measures;
+    # otherwise closed loop (wrk).
+    if os.environ.get("PROFILE_OPEN") == "1":
+        b.run_oha(s.port, knobs.duration)
+        loadgen = f"oha: {knobs.rate} req/s"
+    else:
+        w = b.run_wrk(s.port, knobs.duration, knobs.conns)
+        loadgen = f"wrk: {w['rps']:.0f} req/s, {w['errors']} errors"
     try:
         _, err = perf.communicate(timeout=knobs.duration + 60)
     except subprocess.TimeoutExpired:
         os.killpg(perf.pid, signal.SIGINT)
         _, err = perf.communicate()
-    log(f"wrk: {w['rps']:.0f} req/s, {w['errors']} errors; perf: {err.strip().splitlines()[-1] if err.strip() else ''}")
+    log(f"{loadgen}; perf: {err.strip().splitlines()[-1] if err.strip() else ''}")
     b.procs.stop_all()
     out_data = os.environ.get("PERF_OUT", os.path.join(knobs.results_dir, f"perf-{target}.data"))
     os.makedirs(os.path.dirname(out_data), exist_ok=True)

@@ -3,6 +3,7 @@
 #
 #   bench/profile.sh                       profile steady for DURATION (10s)
 #   TARGET=haproxy bench/profile.sh        profile a peer instead (nginx profiles its worker)
+#   PROFILE_OPEN=1 bench/profile.sh        at the constant RATE (oha) instead of wrk's closed loop
 #   CALLGRAPH=fp bench/profile.sh          frame-pointer stacks (needs RUSTFLAGS="-C force-frame-pointers=yes")
 #
 # Knobs: DURATION, CONNS, FREQ (499 Hz), PERF_EVENT (cycles if supported, else cpu-clock),

@@ -5,8 +5,9 @@
 //! The watcher looks at the file's directory, not the file: editors save by writing a
 //! new file and renaming it over the old one, and Kubernetes updates a mounted
 //! ConfigMap by swapping a symlink, neither of which a watch on the file itself sees.
-//! Events are debounced, then the file's content is hashed, so that saving it unchanged
-//! or touching a neighbour does not reload.
+//! Only events naming the file (or Kubernetes' `..data` swap) count; they are debounced,
+//! then the file's content is hashed, so that saving it unchanged or writing a
+//! neighbour (an access log in the same directory) does not reload.
 
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
@@ -88,9 +89,22 @@ fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<notify::RecommendedWa
         _ => PathBuf::from("."),
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+    let name = path.file_name().map(std::ffi::OsStr::to_os_string);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Only events about the file itself, or Kubernetes' `..data` symlink swap,
+        // count: a neighbour written all the time (an access log in the same
+        // directory) would otherwise keep the debounce from ever going quiet.
         // Access events (reads, including steady's own) change nothing.
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let relevant = |e: &notify::Event| {
+            !e.kind.is_access()
+                && e.paths.iter().any(|p| match p.file_name() {
+                    Some(n) => {
+                        Some(n) == name.as_deref() || n.as_encoded_bytes().starts_with(b"..")
+                    }
+                    None => true,
+                })
+        };
+        if event.is_ok_and(|e| relevant(&e)) {
             let _ = events_tx.send(());
         }
     });

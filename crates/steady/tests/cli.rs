@@ -438,11 +438,28 @@ fn serve_reloads_a_changed_file_and_keeps_the_old_config_while_it_is_broken() {
         "the problem is reported with its place:\n{said}"
     );
 
-    // Fixed, pointing at the other backend: it applies.
+    // Fixed, pointing at the other backend: it applies, even while a neighbour in the
+    // same directory (an access log, say) is written every 10 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = {
+        let (stop, file) = (stop.clone(), path.with_extension("neighbour"));
+        std::thread::spawn(move || {
+            for i in 0..1000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                std::fs::write(&file, format!("line {i}\n")).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
     replace_file(&path, &reload_config(port, admin, two));
     eventually("the new routing", &log, || {
         http_get(addr, "/").ends_with("two")
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    neighbour.join().unwrap();
     assert!(http_get(admin_addr, "/metrics").contains("steady_config_last_reload_successful 1"));
     // The connection opened before both reloads still works, now routed anew.
     assert_eq!(keep_alive_get(&mut kept, "/"), "two");
