@@ -139,7 +139,7 @@ pub async fn handle(
     let served = Box::pin(proxy(&listener, client, req));
     use crate::access_log::REQUEST;
     use crate::otel::SPANS;
-    let mut response = match (&line, &span) {
+    let response = match (&line, &span) {
         (Some(l), Some(s)) => {
             REQUEST
                 .scope(l.facts(), SPANS.scope(s.record(), served))
@@ -149,15 +149,13 @@ pub async fn handle(
         (None, Some(s)) => SPANS.scope(s.record(), served).await,
         (None, None) => served.await,
     };
-    if let Some(mut line) = line.take() {
+    if let Some(line) = &mut line {
         line.head(&response);
-        response = response.map(|body| body.logged(line));
     }
-    if let Some(mut span) = span.take() {
+    if let Some(span) = &mut span {
         span.head(&response);
-        response = response.map(|body| body.traced(span));
     }
-    Ok(response)
+    Ok(response.map(|body| body.observed(line, span)))
 }
 
 async fn proxy(
