@@ -83,6 +83,8 @@ pub struct RequestFacts {
     attempts: AtomicU64,
     upstream_nanos: AtomicU64,
     failure: Mutex<Option<&'static str>>,
+    /// The request body's counter of bytes received, when it has a body.
+    body: Mutex<Option<Arc<crate::body::BodyVerdict>>>,
 }
 
 impl RequestFacts {
@@ -109,6 +111,11 @@ impl RequestFacts {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         self.upstream_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The request body's state, whose byte count becomes `bytes_in`.
+    pub(crate) fn set_body(&self, body: &Arc<crate::body::BodyVerdict>) {
+        *lock(&self.body) = Some(body.clone());
     }
 
     /// The failure steady answered with.
@@ -213,6 +220,11 @@ impl PendingLine {
         let endpoint = *lock(&self.facts.endpoint);
         let failure = *lock(&self.facts.failure);
         let attempts = self.facts.attempts.load(Ordering::Relaxed);
+        // Bytes actually received; `Content-Length` when the body was never read (a
+        // request refused before forwarding).
+        let bytes_in = lock(&self.facts.body)
+            .as_ref()
+            .map_or(self.bytes_in, |b| b.received());
         let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
         self.log.log(&Entry {
             time: Some(self.time),
@@ -232,7 +244,7 @@ impl PendingLine {
             upstream: route.as_ref().map(|(_, u)| &**u),
             endpoint,
             attempts: attempts as u32,
-            bytes_in: self.bytes_in,
+            bytes_in,
             bytes_out: self.bytes_out,
             duration: self.start.elapsed(),
             upstream_duration: (attempts > 0).then(|| Duration::from_nanos(upstream_nanos)),

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use hyper::body::Incoming;
 pub struct BodyVerdict {
     state: AtomicU8,
     complete: AtomicBool,
+    /// Body bytes received from the client so far (the access log's `bytes_in`).
+    received: AtomicU64,
 }
 
 impl BodyVerdict {
@@ -27,6 +29,11 @@ impl BodyVerdict {
     /// The client paused longer than the body read timeout.
     pub fn timed_out(&self) -> bool {
         self.state.load(Ordering::Relaxed) == Self::TIMED_OUT
+    }
+
+    /// Body bytes received from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// The whole body has been received.
@@ -156,6 +163,9 @@ impl Body for RequestBody {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
+                    if let Some(v) = this.verdict {
+                        v.received.store(*this.seen, Ordering::Relaxed);
+                    }
                     if *this.seen > *this.limit {
                         if let Some(v) = this.verdict {
                             v.set(BodyVerdict::TOO_LARGE);

@@ -459,6 +459,7 @@ async fn forward_retrying(
         .is_some_and(|len| len <= policy.buffer.bytes())
     {
         let verdict = Arc::new(BodyVerdict::default());
+        crate::access_log::RequestFacts::with(|f| f.set_body(&verdict));
         let reading = RequestBody::new(
             body,
             listener.max_body(),
@@ -697,6 +698,9 @@ async fn forward_streamed(
 ) -> Result<Response<ResponseBody>, Kind> {
     let uri = upstream_uri(route.upstream.transport(), parts, endpoint.addr(), true)?;
     let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
+    if let Some(v) = &verdict {
+        crate::access_log::RequestFacts::with(|f| f.set_body(v));
+    }
     let body = RequestBody::new(
         body,
         listener.max_body(),

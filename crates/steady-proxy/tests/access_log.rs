@@ -173,3 +173,41 @@ upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
     assert_eq!(log[1]["trace_id"], started.split('-').nth(1).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_in_counts_a_chunked_body_and_a_retried_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("steady-access-in-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("access.log");
+    let backend = Backend::start("echo").await;
+    let yaml = format!(
+        "access_log: {{path: {path}, fields: [path, method, bytes_in, status]}}
+listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes:
+  - {{name: retried, listener: web, upstream: app, match: {{path_prefix: /retried}}, retries: {{attempts: 2}}}}
+  - {{name: api, listener: web, upstream: app}}
+upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
+",
+        path = path.display(),
+        backend = backend.addr(),
+    );
+    let steady = start_yaml(&yaml).await;
+    // Chunked (no Content-Length): 5 + 7 bytes, streamed upstream; then 4 bytes with a
+    // Content-Length on a route that buffers bodies for retries.
+    let mut s = tokio::net::TcpStream::connect(steady.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n\
+          POST /retried/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let log = lines(&path, 2);
+    assert_eq!(log[0]["path"], "/echo", "{log:?}");
+    assert_eq!(log[0]["bytes_in"], 12, "{log:?}");
+    assert_eq!(log[1]["path"], "/retried/echo", "{log:?}");
+    assert_eq!(log[1]["bytes_in"], 4, "{log:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
