@@ -146,38 +146,26 @@ impl Watch {
         for (i, sample) in samples.into_iter().enumerate() {
             let (name, direction, floor) = SIGNALS[i];
             let delays = (self.config.for_duration.as_secs(), 0);
-            let Some(x) = sample else {
+            // The anomaly's state and what the signal showed: (out of band, value,
+            // baseline, band).
+            let (out, value, baseline, band) = match sample {
                 // Too few requests to judge: no evidence of an anomaly, so a firing
                 // alert resolves rather than waiting for traffic to come back.
-                if let Some((transition, since)) = step(&mut self.states[i], false, now, delays) {
-                    events.push(AlertEvent {
-                        slo: slo.to_owned(),
-                        alert: format!("anomaly-{name}"),
-                        severity: Severity::Ticket,
-                        transition,
-                        since,
-                        at: now,
-                        signal: Signal::Anomaly {
-                            metric: name.to_owned(),
-                            value: 0.0,
-                            baseline: self.baselines[i].mean(),
-                            band: 0.0,
-                        },
-                        budget_remaining,
-                    });
+                None => (false, 0.0, self.baselines[i].mean(), 0.0),
+                Some(x) => {
+                    let base = self.baselines[i];
+                    let band = base.band(self.config.sigmas, floor);
+                    let deviation = x - base.mean();
+                    let out = warm
+                        && base.samples >= 2
+                        && match direction {
+                            Direction::Both => deviation.abs() > band,
+                            Direction::Up => deviation > band,
+                        };
+                    self.baselines[i].update(x, alpha, !out);
+                    (out, x, base.mean(), band)
                 }
-                continue;
             };
-            let base = self.baselines[i];
-            let band = base.band(self.config.sigmas, floor);
-            let deviation = x - base.mean();
-            let out = warm
-                && base.samples >= 2
-                && match direction {
-                    Direction::Both => deviation.abs() > band,
-                    Direction::Up => deviation > band,
-                };
-            self.baselines[i].update(x, alpha, !out);
             if let Some((transition, since)) = step(&mut self.states[i], out, now, delays) {
                 events.push(AlertEvent {
                     slo: slo.to_owned(),
@@ -188,8 +176,8 @@ impl Watch {
                     at: now,
                     signal: Signal::Anomaly {
                         metric: name.to_owned(),
-                        value: x,
-                        baseline: base.mean(),
+                        value,
+                        baseline,
                         band,
                     },
                     budget_remaining,
