@@ -839,20 +839,9 @@ async fn attempt(
     start: std::time::Instant,
     trace: Option<TraceId>,
 ) -> Result<Exchanged, Kind> {
-    if !crate::otel::RequestSpans::recording() {
-        return exchange(
-            route,
-            endpoint,
-            upstream_req,
-            verdict,
-            deadline,
-            start,
-            trace,
-        )
-        .await;
-    }
     // Recorded when dropped, so a cancelled attempt (a lost hedge race) has its span.
-    let mut span = crate::otel::AttemptRecord::new(upstream_req.extensions(), endpoint.addr());
+    let mut span = crate::otel::RequestSpans::recording()
+        .then(|| crate::otel::AttemptRecord::new(upstream_req.extensions(), endpoint.addr()));
     let result = exchange(
         route,
         endpoint,
@@ -863,10 +852,12 @@ async fn attempt(
         trace,
     )
     .await;
-    span.outcome = Some(match &result {
-        Ok((response, _)) => Ok(response.status().as_u16()),
-        Err(kind) => Err(*kind),
-    });
+    if let Some(span) = &mut span {
+        span.outcome = Some(match &result {
+            Ok((response, _)) => Ok(response.status().as_u16()),
+            Err(kind) => Err(*kind),
+        });
+    }
     result
 }
 
