@@ -12,6 +12,7 @@ is bounded in time. Standard library only.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -417,6 +418,8 @@ class Bench:
         self.warnings = []
         self.skipped = {}
         self.versions = {}
+        # argv prefix for the proxies (callgrind mode runs them under valgrind)
+        self.wrap = []
 
     # -- starting -------------------------------------------------------
     def write(self, name, text):
@@ -474,7 +477,7 @@ class Bench:
         else:
             raise ValueError(key)
         s = Server(key, label, port)
-        s.proc = self.procs.start(key, argv, self.k.server_cpu)
+        s.proc = self.procs.start(key, self.wrap + argv, self.k.server_cpu)
         err = wait_ready(s.proc, port, timeout)
         if err:
             text = tail(s.proc.bench_log)
@@ -960,11 +963,67 @@ def profile_with(b, knobs, workdir, target, callgraph, freq):
 
 
 # ---------------------------------------------------------------------------
+# callgrind mode: user-space instructions per request, repeatable to the last digit
+
+
+def callgrind(knobs, workdir):
+    targets = os.environ.get("TARGETS", "steady,steady-all").split(",")
+    n = env_int("REQUESTS", 20000)
+    conns = env_int("CONNS", 32)
+    b = Bench(knobs, workdir)
+    rows = []
+    try:
+        b.start_backend()
+        for key in targets:
+            if key not in STEADY_KEYS and key != "haproxy":
+                sys.exit(f"callgrind mode measures steady variants and haproxy, not {key}")
+            out = os.path.join(workdir, f"callgrind-{key}.out")
+            b.wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+            knobs.steady_start_timeout = max(knobs.steady_start_timeout, 60)
+            s = b.start_proxy(key)
+            if not s:
+                sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
+            pid = s.proc.pid
+
+            def load(count):
+                cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
+                       "--no-tui", "--output-format", "json", f"http://127.0.0.1:{s.port}/"]
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
+                return sum(v for c, v in codes.items() if str(c).startswith("2"))
+
+            load(max(500, n // 10))  # warm-up: pools, lazy statics, allocator caches
+            subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+            ok = load(n)
+            subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+            time.sleep(0.5)
+            dumps = sorted(glob.glob(out + ".*"), key=os.path.getmtime)
+            if not dumps:
+                sys.exit(f"callgrind wrote no dump for {key}")
+            ir = 0
+            for line in open(dumps[-1]):
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    ir = int(line.split()[1])
+            kept = os.path.join(knobs.results_dir, f"callgrind-{key}.out")
+            os.makedirs(knobs.results_dir, exist_ok=True)
+            shutil.copy(dumps[-1], kept)
+            rows.append((key, ok, ir / max(1, ok)))
+            log(f"{key}: {ok} ok of {n}, {ir / max(1, ok):,.0f} instructions/request; profile: callgrind_annotate {kept}")
+            b.procs.stop(s.proc)
+    finally:
+        b.procs.stop_all()
+    base = rows[0][2]
+    print(f"\n| target | 2xx | instructions/request | vs {rows[0][0]} |\n|---|---|---|---|")
+    for key, ok, per in rows:
+        print(f"| {key} | {ok} | {per:,.0f} | {per / base:.3f}x |")
+
+
+# ---------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description="steady benchmark orchestrator (use bench/run.sh)")
-    ap.add_argument("mode", choices=["run", "profile"])
+    ap.add_argument("mode", choices=["run", "profile", "callgrind"])
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
     knobs = Knobs()
@@ -978,6 +1037,9 @@ def main():
 
     if args.mode == "profile":
         profile(knobs, args.workdir)
+        return
+    if args.mode == "callgrind":
+        callgrind(knobs, args.workdir)
         return
 
     bench = Bench(knobs, args.workdir)

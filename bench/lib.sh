@@ -31,7 +31,7 @@ apt_install() {
 }
 
 ensure_tools() {
-    # ensure_tools [perf]
+    # ensure_tools [perf|valgrind]
     command -v taskset >/dev/null || apt_install util-linux
     command -v python3 >/dev/null || apt_install python3
     command -v nginx   >/dev/null || apt_install nginx-light || apt_install nginx
@@ -39,6 +39,9 @@ ensure_tools() {
     command -v wrk     >/dev/null || apt_install wrk
     if [ "${1:-}" = perf ]; then
         command -v perf >/dev/null || apt_install linux-perf
+    fi
+    if [ "${1:-}" = valgrind ]; then
+        command -v valgrind >/dev/null || apt_install valgrind
     fi
     if ! command -v oha >/dev/null; then
         export PATH="$HOME/.cargo/bin:$PATH"

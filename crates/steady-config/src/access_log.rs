@@ -24,7 +24,8 @@ pub struct AccessLog {
     /// Log every 5xx and every failure steady produced itself, whatever `sample` says.
     #[serde(default = "defaults::always_log_errors")]
     pub always_log_errors: bool,
-    /// Lines waiting for the writer thread; when full, lines are dropped and counted.
+    /// Lines each worker thread holds for the writer thread (which empties them every
+    /// 10 ms); when full, lines are dropped and counted.
     #[serde(default = "defaults::buffer")]
     pub buffer: usize,
     /// Rotation of a file log.

@@ -42,23 +42,41 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 /// When `keep_upgrade` is set, `Connection: upgrade` and `Upgrade` are put back so the
 /// upgrade handshake reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: Option<HeaderValue>) {
-    // One scan instead of a hash lookup per name: most messages carry none of these,
-    // and comparing a standard header name is an integer compare.
-    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        if let Some(conn) = headers.get(header::CONNECTION) {
-            let named: Vec<HeaderName> = conn
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            for name in named {
-                headers.remove(name);
-            }
+    // One scan noting which hop-by-hop names are present, instead of a hash lookup per
+    // name: most requests carry none, and most responses only `Connection: keep-alive`.
+    // Comparing a standard header name is an integer compare.
+    let mut present = 0u8;
+    for key in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {
+            present |= 1 << i;
         }
-        // TE: trailers is the one value allowed through (RFC 9110 §10.1.4); drop it too:
-        // hyper negotiates trailers per hop.
-        for name in &HOP_BY_HOP {
+    }
+    if present & 1 != 0 {
+        // Headers that `Connection` names (RFC 9110 §7.6.1), other than the fixed set
+        // and the `close`/`keep-alive` options, which name no header here.
+        // Collected (no allocation when there are none) so the map can be changed.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            .filter(|token| {
+                !token.is_empty()
+                    && !token.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    // TE: trailers is the one value allowed through (RFC 9110 §10.1.4); drop it too:
+    // hyper negotiates trailers per hop.
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
@@ -75,15 +93,10 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    use std::io::Write as _;
     // Formatted on the stack: the common case (no prior hop) allocates only the value.
-    let mut buf = [0u8; 64];
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cursor, "{client}");
-        cursor.position() as usize
-    };
-    let ip = &buf[..len];
+    let mut text = crate::text::Stack::<64>::new();
+    crate::text::push_ip(&mut text, client);
+    let ip = text.as_bytes();
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prior) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
@@ -155,6 +168,19 @@ mod tests {
         strip_hop_by_hop(&mut h, None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn every_connection_header_line_names_headers_to_drop() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" X-A ,, x-b"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
     }
 
     #[test]

@@ -39,6 +39,8 @@
 //! - [`error`]: the request-path error and the one function that maps it to a response.
 //! - [`metrics`]: Prometheus series of the request path.
 //! - [`tcp`]: L4 proxying.
+//! - `text`: hex, integers and addresses formatted into byte buffers for headers and
+//!   log lines, without `core::fmt`.
 //! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt,
 //!   the head sampling decision.
 //! - [`otel`]: span export: a span per request and per attempt recorded cheaply, kept
@@ -68,6 +70,7 @@ pub mod route_stats;
 pub mod router;
 pub mod slo;
 pub mod tcp;
+mod text;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Count user-space instructions per request under valgrind's callgrind: repeatable to the
+# last digit for the same binary and load, whatever else the machine is doing, so a change
+# of a few hundred instructions per request can be judged without a noisy timing run.
+#
+#   bench/callgrind.sh                                  steady against steady-all (access log + spans at 1%)
+#   TARGETS=steady,haproxy bench/callgrind.sh           steady against haproxy
+#   REQUESTS=50000 CONNS=64 bench/callgrind.sh
+#
+# Kernel time (the loopback TCP stack) is not counted: compare with bench/run.sh's CPU
+# µs/request for the whole cost. Profiles are kept in bench/results/callgrind-TARGET.out
+# (`callgrind_annotate --inclusive=yes FILE | head -60`).
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_tools valgrind
+build_steady
+raise_nofile
+make_workdir
+run_orchestrator callgrind

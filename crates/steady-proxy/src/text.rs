@@ -1,0 +1,144 @@
+//! Small text formatters for the request path: hex, integers and IPv4 addresses written
+//! straight into a byte buffer, without `core::fmt`'s dynamic dispatch and padding logic
+//! (which cost several hundred instructions per value; these are a few dozen).
+
+use std::net::{IpAddr, SocketAddr};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Where formatted bytes go: a `Vec`, or a [`Stack`] buffer for short values.
+pub(crate) trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A fixed buffer on the stack for a short value (an address for a header), so making
+/// it allocates nothing; bytes past its end are cut off.
+pub(crate) struct Stack<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Stack<N> {
+    pub(crate) fn new() -> Self {
+        Stack {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<const N: usize> Out for Stack<N> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+}
+
+impl<const N: usize> std::fmt::Write for Stack<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.put(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out`, which is exactly twice as long.
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), 2 * bytes.len());
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut impl Out, n: u64) {
+    out.put(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends `ip` as text (dotted quad for IPv4; the standard form for IPv6).
+pub(crate) fn push_ip(out: &mut impl Out, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.put(b".");
+                }
+                out.put(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        // Rare enough on the request path to leave to the library.
+        IpAddr::V6(v6) => out.put(Stack::<64>::display(&v6).as_bytes()),
+    }
+}
+
+/// Appends `addr` as `ip:port` (`[ip]:port` for IPv6), as `SocketAddr`'s `Display`.
+pub(crate) fn push_socket_addr(out: &mut impl Out, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(_) => {
+            push_ip(out, addr.ip());
+            out.put(b":");
+            push_u64(out, u64::from(addr.port()));
+        }
+        SocketAddr::V6(v6) => out.put(Stack::<80>::display(&v6).as_bytes()),
+    }
+}
+
+impl<const N: usize> Stack<N> {
+    /// `value`'s `Display` text (cut off at `N` bytes).
+    fn display(value: &dyn std::fmt::Display) -> Self {
+        use std::fmt::Write as _;
+        let mut out = Stack::new();
+        let _ = write!(out, "{value}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_the_standard_library() {
+        for addr in [
+            "127.0.0.1:8080",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.30.4:1",
+            "[::1]:443",
+            "[2001:db8::1%3]:80",
+            "[::ffff:1.2.3.4]:9",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut out = Vec::new();
+            push_socket_addr(&mut out, addr);
+            assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
+            let mut stack = Stack::<64>::new();
+            push_ip(&mut stack, addr.ip());
+            assert_eq!(stack.as_bytes(), addr.ip().to_string().as_bytes());
+            let mut out = Vec::new();
+            push_ip(&mut out, addr.ip());
+            assert_eq!(String::from_utf8(out).unwrap(), addr.ip().to_string());
+        }
+        for n in [0u64, 7, 10, 99, 100, 12_345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let mut out = [0u8; 6];
+        hex_into(&[0x00, 0xaf, 0x3c], &mut out);
+        assert_eq!(&out, b"00af3c");
+    }
+}
