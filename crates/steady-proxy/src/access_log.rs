@@ -68,13 +68,6 @@ pub struct Entry<'a> {
     pub failure: Option<&'a str>,
 }
 
-tokio::task_local! {
-    /// What the request being served learned so far, when an access log is on: set
-    /// by `http::handle` around the request's future, filled by the phases that know
-    /// (route match, attempts, the failure), read when the line is written.
-    pub(crate) static REQUEST: Arc<RequestFacts>;
-}
-
 /// What a request's phases tell its access-log line.
 #[derive(Debug, Default)]
 pub struct RequestFacts {
@@ -90,12 +83,6 @@ pub struct RequestFacts {
 }
 
 impl RequestFacts {
-    /// Runs `f` on the current request's facts, if an access log is on.
-    #[inline]
-    pub(crate) fn with(f: impl FnOnce(&RequestFacts)) {
-        let _ = REQUEST.try_with(|facts| f(facts));
-    }
-
     /// The request's trace and span ids.
     pub(crate) fn set_trace(&self, trace: &crate::trace::RequestTrace) {
         *lock(&self.trace) = Some(trace.ids());
@@ -135,7 +122,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct PendingLine {
     log: Arc<AccessLog>,
-    facts: Arc<RequestFacts>,
+    facts: RequestFacts,
     time: SystemTime,
     start: Instant,
     ttfb: Duration,
@@ -152,13 +139,13 @@ pub struct PendingLine {
 }
 
 impl PendingLine {
-    /// Captures what the response head knows.
-    #[allow(clippy::too_many_arguments)]
+    /// Captures what the request head says; `arrived` is when it arrived, on both
+    /// clocks.
     pub(crate) fn new<B>(
         log: Arc<AccessLog>,
-        facts: Arc<RequestFacts>,
         req: &http::Request<B>,
         client: SocketAddr,
+        arrived: (SystemTime, Instant),
     ) -> PendingLine {
         let bytes_in = req
             .headers()
@@ -167,9 +154,9 @@ impl PendingLine {
             .unwrap_or(0);
         PendingLine {
             log,
-            facts,
-            time: SystemTime::now(),
-            start: Instant::now(),
+            facts: RequestFacts::default(),
+            time: arrived.0,
+            start: arrived.1,
             ttfb: Duration::ZERO,
             request_id: None,
             client,
@@ -194,9 +181,9 @@ impl PendingLine {
             .map(str::to_string);
     }
 
-    /// The request's facts, to scope the request's future with.
-    pub(crate) fn facts(&self) -> Arc<RequestFacts> {
-        self.facts.clone()
+    /// The facts the request's phases write to.
+    pub(crate) fn facts(&self) -> &RequestFacts {
+        &self.facts
     }
 
     /// Counts response body bytes sent.
@@ -473,6 +460,7 @@ impl AccessLog {
                 }
                 Field::TraceId => json_str(out, e.trace_id.unwrap_or_default()),
                 Field::SpanId => json_str(out, e.span_id.unwrap_or_default()),
+                Field::Method => json_str(out, e.method),
                 Field::RequestId => json_str(out, e.request_id.unwrap_or_default()),
                 Field::Client | Field::Endpoint => {
                     let addr = if field == Field::Client {
@@ -486,7 +474,6 @@ impl AccessLog {
                         out.push(b'"');
                     }
                 }
-                Field::Method => json_str(out, e.method),
                 Field::Host => json_str(out, e.host.unwrap_or_default()),
                 Field::Path => json_str(out, e.path),
                 Field::Status => push_u64(out, u64::from(e.status)),
@@ -570,7 +557,11 @@ fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
 /// anything), without an intermediate allocation. Text with nothing to escape (ids,
 /// names, almost every path) is copied as it is; the rest goes through `serde_json`.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // No early exit: the whole check compiles to a few vector compares per 16 bytes.
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -165,13 +165,11 @@ impl ProxyError {
 /// Builds the short JSON response a client sees for a failure.
 ///
 /// This is the only function that maps failures to statuses, so every phase reports the
-/// same way.
+/// same way. The [`Kind`] rides along in the response's extensions.
 pub fn error_response<B>(kind: Kind, request_id: Option<&HeaderValue>) -> Response<B>
 where
     B: From<Bytes>,
 {
-    crate::access_log::RequestFacts::with(|f| f.fail(kind.reason()));
-    crate::otel::RequestSpans::with(|s| s.fail(kind.reason()));
     let status = kind.status();
     let body = format!(
         "{{\"error\":\"{}\",\"status\":{},\"source\":\"{}\"}}\n",
@@ -200,6 +198,8 @@ where
     if let Some(id) = request_id {
         headers.insert("x-request-id", id.clone());
     }
+    // For the access log and the span, which note the failure from the response.
+    response.extensions_mut().insert(kind);
     response
 }
 

@@ -126,29 +126,23 @@ pub async fn handle(
     let log = listener.access_log.load_full();
     let tracer = listener.tracer.load_full();
     if log.is_none() && tracer.is_none() {
-        return Ok(proxy(&listener, client, req).await);
+        return Ok(proxy(&listener, client, req, Observer::default()).await);
     }
-    // With an access log or span export: the phases note what they learn in
-    // task-locals, and the line is written (the span decided) when the response body
-    // ends.
-    let mut line =
-        log.map(|log| crate::access_log::PendingLine::new(log, Default::default(), &req, client));
-    let mut span = tracer.map(|t| crate::otel::PendingSpan::new(t, &req, client, listener.scheme));
-    // Boxed: the task-local scopes below then move a pointer, not the whole request
-    // future (several KiB), each time they wrap it.
-    let served = Box::pin(proxy(&listener, client, req));
-    use crate::access_log::REQUEST;
-    use crate::otel::SPANS;
-    let response = match (&line, &span) {
-        (Some(l), Some(s)) => {
-            REQUEST
-                .scope(l.facts(), SPANS.scope(s.record(), served))
-                .await
-        }
-        (Some(l), None) => REQUEST.scope(l.facts(), served).await,
-        (None, Some(s)) => SPANS.scope(s.record(), served).await,
-        (None, None) => served.await,
+    // With an access log or span export: the phases note what they learn in the line's
+    // facts and the span's record (through the `Observer`), and the line is written
+    // (the span decided) when the response body ends. One clock read each for both.
+    let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
+    let mut line = log.map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived));
+    let mut span =
+        tracer.map(|t| crate::otel::PendingSpan::new(t, &req, client, listener.scheme, arrived));
+    let observer = Observer {
+        facts: line.as_ref().map(|l| l.facts()),
+        spans: span.as_ref().map(|s| s.record()),
     };
+    let response = proxy(&listener, client, req, observer).await;
+    if let Some(kind) = response.extensions().get::<Kind>() {
+        observer.fail(kind.reason());
+    }
     if let Some(line) = &mut line {
         line.head(&response);
     }
@@ -158,10 +152,60 @@ pub async fn handle(
     Ok(response.map(|body| body.observed(line, span)))
 }
 
+/// Where a request's phases note what they learn for its access-log line and its span,
+/// when either is on; handed down the phases (two references, copied).
+#[derive(Clone, Copy, Default)]
+struct Observer<'a> {
+    facts: Option<&'a crate::access_log::RequestFacts>,
+    spans: Option<&'a crate::otel::RequestSpans>,
+}
+
+impl Observer<'_> {
+    /// The request's trace: the span takes its head sampling decision first.
+    fn trace(&self, trace: &mut crate::trace::RequestTrace) {
+        if let Some(spans) = self.spans {
+            spans.begin(trace);
+        }
+        if let Some(facts) = self.facts {
+            facts.set_trace(trace);
+        }
+    }
+
+    fn route(&self, route: &Route) {
+        if let Some(facts) = self.facts {
+            facts.set_route(&route.name, &route.upstream.name);
+        }
+        if let Some(spans) = self.spans {
+            spans.set_route(&route.name, &route.upstream.name);
+        }
+    }
+
+    fn body(&self, verdict: &Arc<BodyVerdict>) {
+        if let Some(facts) = self.facts {
+            facts.set_body(verdict);
+        }
+    }
+
+    fn fail(&self, reason: &'static str) {
+        if let Some(facts) = self.facts {
+            facts.fail(reason);
+        }
+        if let Some(spans) = self.spans {
+            spans.fail(reason);
+        }
+    }
+
+    /// The span record, if the request's attempts are recorded.
+    fn recording(&self) -> Option<&crate::otel::RequestSpans> {
+        self.spans.filter(|s| s.recording())
+    }
+}
+
 async fn proxy(
     listener: &HttpListener,
     client: SocketAddr,
     req: Request<Incoming>,
+    obs: Observer<'_>,
 ) -> Response<ResponseBody> {
     // One clock read serves the pick, the endpoint's latency sample and the metrics.
     let start = tokio::time::Instant::now().into_std();
@@ -173,8 +217,7 @@ async fn proxy(
     }
     // The request's place in a trace: continued from the client's `traceparent`, or new.
     let mut trace = crate::trace::RequestTrace::from_headers(&parts.headers);
-    crate::otel::RequestSpans::with(|s| s.begin(&mut trace));
-    crate::access_log::RequestFacts::with(|f| f.set_trace(&trace));
+    obs.trace(&mut trace);
     parts.extensions.insert(trace);
 
     // Route match: one load of the listener's table; the matched route stays alive
@@ -183,8 +226,7 @@ async fn proxy(
         return error_response(Kind::NoRoute, Some(&request_id));
     };
     let route = &*route;
-    crate::access_log::RequestFacts::with(|f| f.set_route(&route.name, &route.upstream.name));
-    crate::otel::RequestSpans::with(|s| s.set_route(&route.name, &route.upstream.name));
+    obs.route(route);
 
     // Fault injection, when configured: rehearsed failures happen before admission.
     if let Some(faults) = &route.faults {
@@ -272,6 +314,7 @@ async fn proxy(
         body,
         &request_id,
         start,
+        obs,
     )
     .await;
     if let (Some(permit), Some(admitted), Some(limiter)) =
@@ -350,6 +393,7 @@ fn check_request(parts: &http::request::Parts) -> Result<(), Kind> {
 }
 
 /// Sends the request to an endpoint of the route's upstream and returns its response.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     listener: &HttpListener,
     route: &Route,
@@ -358,6 +402,7 @@ async fn forward(
     body: Incoming,
     request_id: &HeaderValue,
     start: std::time::Instant,
+    obs: Observer<'_>,
 ) -> Result<Response<ResponseBody>, Kind> {
     // Refuse an announced oversized body before touching the upstream.
     if let Some(len) = body.size_hint().exact() {
@@ -414,6 +459,7 @@ async fn forward(
             request_id,
             start,
             (client_upgrade, upgrade),
+            obs,
         )
         .await;
     };
@@ -429,6 +475,7 @@ async fn forward(
         endpoint,
         hash,
         (client_upgrade, upgrade),
+        obs,
     ))
     .await
 }
@@ -446,6 +493,7 @@ async fn forward_retrying(
     endpoint: Arc<steady_balance::Endpoint>,
     hash: Option<u64>,
     (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+    obs: Observer<'_>,
 ) -> Result<Response<ResponseBody>, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
@@ -459,7 +507,7 @@ async fn forward_retrying(
         .is_some_and(|len| len <= policy.buffer.bytes())
     {
         let verdict = Arc::new(BodyVerdict::default());
-        crate::access_log::RequestFacts::with(|f| f.set_body(&verdict));
+        obs.body(&verdict);
         let reading = RequestBody::new(
             body,
             listener.max_body(),
@@ -484,6 +532,7 @@ async fn forward_retrying(
             request_id,
             start,
             (client_upgrade, upgrade),
+            obs,
         )
         .await;
     };
@@ -506,6 +555,7 @@ async fn forward_retrying(
             parts.headers.clone(),
             RequestBody::buffered(body.clone()),
             parts.extensions.get(),
+            obs,
         );
         let now = std::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
@@ -523,7 +573,17 @@ async fn forward_retrying(
         let result = match hedge_delay {
             None => {
                 let trace = trace_id(parts);
-                attempt(route, &endpoint, upstream_req, None, per_try, now, trace).await
+                attempt(
+                    route,
+                    &endpoint,
+                    upstream_req,
+                    None,
+                    per_try,
+                    now,
+                    trace,
+                    obs,
+                )
+                .await
             }
             Some(delay) => {
                 let hedge = Hedged {
@@ -534,6 +594,7 @@ async fn forward_retrying(
                     body: &body,
                     hash,
                     idempotent,
+                    obs,
                 };
                 hedge
                     .run(&endpoint, upstream_req, per_try, delay, now, &mut tried)
@@ -591,6 +652,7 @@ struct Hedged<'a> {
     body: &'a Bytes,
     hash: Option<u64>,
     idempotent: bool,
+    obs: Observer<'a>,
 }
 
 impl Hedged<'_> {
@@ -600,7 +662,7 @@ impl Hedged<'_> {
     async fn run(
         &self,
         endpoint: &Arc<steady_balance::Endpoint>,
-        upstream_req: Request<RequestBody>,
+        upstream_req: Outgoing,
         per_try: Duration,
         delay: Duration,
         start: std::time::Instant,
@@ -608,7 +670,17 @@ impl Hedged<'_> {
     ) -> Result<Exchanged, Kind> {
         let (route, upstream) = (self.route, &self.route.upstream);
         let trace = trace_id(self.parts);
-        let first = attempt(route, endpoint, upstream_req, None, per_try, start, trace);
+        let obs = self.obs;
+        let first = attempt(
+            route,
+            endpoint,
+            upstream_req,
+            None,
+            per_try,
+            start,
+            trace,
+            obs,
+        );
         tokio::pin!(first);
         tokio::select! {
             biased;
@@ -644,8 +716,9 @@ impl Hedged<'_> {
             parts.headers,
             RequestBody::buffered(self.body.clone()),
             parts.extensions.get(),
+            obs,
         );
-        if let Some(span) = copy.extensions_mut().get_mut::<crate::otel::AttemptSpan>() {
+        if let Some(span) = &mut copy.1 {
             span.hedge = true;
         }
         self.listener.metrics.retry(&route.name, "hedge");
@@ -659,6 +732,7 @@ impl Hedged<'_> {
             per_try.saturating_sub(delay),
             now,
             trace,
+            obs,
         );
         tokio::pin!(second);
         let usable =
@@ -695,11 +769,12 @@ async fn forward_streamed(
     request_id: &HeaderValue,
     start: std::time::Instant,
     (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+    obs: Observer<'_>,
 ) -> Result<Response<ResponseBody>, Kind> {
     let uri = upstream_uri(route.upstream.transport(), parts, endpoint.addr(), true)?;
     let verdict = (!body.is_end_stream()).then(|| Arc::new(BodyVerdict::default()));
     if let Some(v) = &verdict {
-        crate::access_log::RequestFacts::with(|f| f.set_body(v));
+        obs.body(v);
     }
     let body = RequestBody::new(
         body,
@@ -713,6 +788,7 @@ async fn forward_streamed(
         std::mem::take(&mut parts.headers),
         body,
         parts.extensions.get(),
+        obs,
     );
     let exchanged = attempt(
         route,
@@ -722,6 +798,7 @@ async fn forward_streamed(
         route.timeout,
         start,
         trace_id(parts),
+        obs,
     )
     .await?;
     answer(listener, exchanged, request_id, client_upgrade, upgrade)
@@ -732,23 +809,27 @@ async fn forward_streamed(
 fn upstream_request(
     method: &http::Method,
     uri: Uri,
-    mut headers: http::HeaderMap,
+    headers: http::HeaderMap,
     body: RequestBody,
     trace: Option<&crate::trace::RequestTrace>,
-) -> Request<RequestBody> {
+    obs: Observer<'_>,
+) -> Outgoing {
+    let mut headers = headers;
     // Each attempt is its own span in the request's trace.
     let span = trace.map(|trace| trace.inject_attempt(&mut headers));
     let mut req = Request::new(body);
-    if let Some(id) = span.filter(|_| crate::otel::RequestSpans::recording()) {
-        req.extensions_mut()
-            .insert(crate::otel::AttemptSpan { id, hedge: false });
-    }
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    req
+    let recorded = span
+        .filter(|_| obs.recording().is_some())
+        .map(|id| crate::otel::AttemptSpan { id, hedge: false });
+    (req, recorded)
 }
+
+/// An upstream request, with its attempt's span when the request's spans are recorded.
+type Outgoing = (Request<RequestBody>, Option<crate::otel::AttemptSpan>);
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
 fn is_idempotent(method: &http::Method) -> bool {
@@ -830,18 +911,26 @@ type Exchanged = (Response<Incoming>, Option<crate::pool::Lease>);
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
 /// `trace` is the request's trace id, for the operational logs of what the attempt
 /// causes (an ejection).
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
-    upstream_req: Request<RequestBody>,
+    (upstream_req, span): Outgoing,
     verdict: Option<&BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
     trace: Option<TraceId>,
+    obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
     // Recorded when dropped, so a cancelled attempt (a lost hedge race) has its span.
-    let mut span = crate::otel::RequestSpans::recording()
-        .then(|| crate::otel::AttemptRecord::new(upstream_req.extensions(), endpoint.addr()));
+    let mut span = span.and_then(|span| {
+        let spans = obs.recording()?;
+        Some(crate::otel::AttemptRecord::new(
+            spans,
+            span,
+            endpoint.addr(),
+        ))
+    });
     let result = exchange(
         route,
         endpoint,
@@ -850,6 +939,7 @@ async fn attempt(
         deadline,
         start,
         trace,
+        obs,
     )
     .await;
     if let Some(span) = &mut span {
@@ -870,6 +960,7 @@ fn trace_id(parts: &http::request::Parts) -> Option<TraceId> {
 }
 
 /// One attempt's exchange: see [`attempt`].
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
@@ -878,11 +969,14 @@ async fn exchange(
     deadline: Duration,
     start: std::time::Instant,
     trace: Option<TraceId>,
+    obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
     let in_flight = endpoint.start(start);
-    let _noted = NoteAttempt(endpoint.addr(), start);
+    let _noted = obs
+        .facts
+        .map(|facts| NoteAttempt(facts, endpoint.addr(), start));
     let exchange = async {
         match transport {
             Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
@@ -959,12 +1053,15 @@ async fn exchange(
 }
 
 /// Notes one attempt for the access log when it ends (however it ends).
-struct NoteAttempt(SocketAddr, std::time::Instant);
+struct NoteAttempt<'a>(
+    &'a crate::access_log::RequestFacts,
+    SocketAddr,
+    std::time::Instant,
+);
 
-impl Drop for NoteAttempt {
+impl Drop for NoteAttempt<'_> {
     fn drop(&mut self) {
-        let (addr, started) = (self.0, self.1);
-        crate::access_log::RequestFacts::with(|f| f.attempt(addr, started.elapsed()));
+        self.0.attempt(self.1, self.2.elapsed());
     }
 }
 

@@ -380,14 +380,8 @@ impl Export {
     }
 }
 
-tokio::task_local! {
-    /// What the request being served records for its spans, when span export is on:
-    /// set by `http::handle` around the request's future.
-    pub(crate) static SPANS: Arc<RequestSpans>;
-}
-
-/// The span id of one upstream attempt, carried in the upstream request's extensions
-/// from where `traceparent` is written to where the attempt is sent.
+/// The span id of one upstream attempt, from where `traceparent` is written to where
+/// the attempt is sent.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptSpan {
     /// The span id in the attempt's `traceparent`.
@@ -432,19 +426,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RequestSpans {
-    /// Runs `f` on the current request's record, if span export is on.
+    /// Whether the request records its attempts: it is head-sampled or a tail rule
+    /// could still keep it.
     #[inline]
-    pub(crate) fn with(f: impl FnOnce(&RequestSpans)) {
-        let _ = SPANS.try_with(|spans| f(spans));
-    }
-
-    /// Whether the current request records its attempts: span export is on, and the
-    /// request is head-sampled or a tail rule could still keep it.
-    #[inline]
-    pub(crate) fn recording() -> bool {
-        SPANS
-            .try_with(|s| s.keepable.load(Ordering::Relaxed))
-            .unwrap_or(false)
+    pub(crate) fn recording(&self) -> bool {
+        self.keepable.load(Ordering::Relaxed)
     }
 
     /// Takes the head sampling decision for `trace` and remembers it.
@@ -471,19 +457,21 @@ impl RequestSpans {
 }
 
 /// Records one attempt when dropped, however the attempt ended.
-pub(crate) struct AttemptRecord {
-    span: Option<AttemptSpan>,
+pub(crate) struct AttemptRecord<'a> {
+    spans: &'a RequestSpans,
+    span: AttemptSpan,
     endpoint: SocketAddr,
     start: Instant,
     /// Set when the attempt returns; left `None` if its future is dropped.
     pub(crate) outcome: Option<Result<u16, Kind>>,
 }
 
-impl AttemptRecord {
-    /// Starts recording an attempt to `endpoint` with the span in `extensions`.
-    pub(crate) fn new(extensions: &http::Extensions, endpoint: SocketAddr) -> Self {
+impl<'a> AttemptRecord<'a> {
+    /// Starts recording attempt `span` to `endpoint` in the request's `spans`.
+    pub(crate) fn new(spans: &'a RequestSpans, span: AttemptSpan, endpoint: SocketAddr) -> Self {
         AttemptRecord {
-            span: extensions.get::<AttemptSpan>().copied(),
+            spans,
+            span,
             endpoint,
             start: Instant::now(),
             outcome: None,
@@ -491,24 +479,22 @@ impl AttemptRecord {
     }
 }
 
-impl Drop for AttemptRecord {
+impl Drop for AttemptRecord<'_> {
     fn drop(&mut self) {
-        let Some(span) = self.span else { return };
-        let attempt = Attempt {
-            span,
+        self.spans.attempt(Attempt {
+            span: self.span,
             endpoint: self.endpoint,
             start: self.start,
             end: Instant::now(),
             outcome: self.outcome,
-        };
-        RequestSpans::with(|s| s.attempt(attempt));
+        });
     }
 }
 
 /// A request's span while its response is sent; decided and exported at the end.
 pub struct PendingSpan {
     tracer: Arc<Tracer>,
-    record: Arc<RequestSpans>,
+    record: RequestSpans,
     start: Instant,
     time: SystemTime,
     method: http::Method,
@@ -530,22 +516,25 @@ impl std::fmt::Debug for PendingSpan {
 
 impl PendingSpan {
     /// Starts a request's record.
+    /// `arrived` is when the request head arrived, on both clocks (read once for the
+    /// line and the span).
     pub(crate) fn new<B>(
         tracer: Arc<Tracer>,
         req: &http::Request<B>,
         client: SocketAddr,
         scheme: &'static str,
+        arrived: (SystemTime, Instant),
     ) -> PendingSpan {
         PendingSpan {
-            record: Arc::new(RequestSpans {
+            record: RequestSpans {
                 ratio: tracer.ratio,
                 tail: tracer.rule.errors || tracer.rule.slow.is_some(),
                 keepable: AtomicBool::new(false),
                 inner: Mutex::default(),
-            }),
+            },
             tracer,
-            start: Instant::now(),
-            time: SystemTime::now(),
+            start: arrived.1,
+            time: arrived.0,
             method: req.method().clone(),
             uri: req.uri().clone(),
             host: req.headers().get(http::header::HOST).cloned(),
@@ -557,9 +546,9 @@ impl PendingSpan {
         }
     }
 
-    /// The record, to scope the request's future with.
-    pub(crate) fn record(&self) -> Arc<RequestSpans> {
-        self.record.clone()
+    /// The record the request's phases write to.
+    pub(crate) fn record(&self) -> &RequestSpans {
+        &self.record
     }
 
     /// Notes the response status.
