@@ -68,48 +68,52 @@ pub struct Entry<'a> {
     pub failure: Option<&'a str>,
 }
 
-/// What a request's phases tell its access-log line.
+/// What a request's phases tell its access-log line (one lock: each phase writes once,
+/// and the line reads it all once).
 #[derive(Debug, Default)]
-pub struct RequestFacts {
-    route: Mutex<Option<(Arc<str>, Arc<str>)>>,
+pub struct RequestFacts(Mutex<Facts>);
+
+#[derive(Debug, Default)]
+struct Facts {
+    route: Option<(Arc<str>, Arc<str>)>,
     /// Trace id and steady's span id (formatted only when the line is written).
-    trace: Mutex<Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>>,
-    endpoint: Mutex<Option<SocketAddr>>,
-    attempts: AtomicU64,
-    upstream_nanos: AtomicU64,
-    failure: Mutex<Option<&'static str>>,
+    trace: Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>,
+    endpoint: Option<SocketAddr>,
+    attempts: u32,
+    upstream: Duration,
+    failure: Option<&'static str>,
     /// The request body's counter of bytes received, when it has a body.
-    body: Mutex<Option<Arc<crate::body::BodyVerdict>>>,
+    body: Option<Arc<crate::body::BodyVerdict>>,
 }
 
 impl RequestFacts {
     /// The request's trace and span ids.
     pub(crate) fn set_trace(&self, trace: &crate::trace::RequestTrace) {
-        *lock(&self.trace) = Some(trace.ids());
+        lock(&self.0).trace = Some(trace.ids());
     }
 
     /// The route (and its upstream) that matched.
     pub(crate) fn set_route(&self, route: &Arc<str>, upstream: &Arc<str>) {
-        *lock(&self.route) = Some((route.clone(), upstream.clone()));
+        lock(&self.0).route = Some((route.clone(), upstream.clone()));
     }
 
     /// One upstream attempt to `endpoint` that took `took` to its response head (or
     /// failure).
     pub(crate) fn attempt(&self, endpoint: SocketAddr, took: Duration) {
-        *lock(&self.endpoint) = Some(endpoint);
-        self.attempts.fetch_add(1, Ordering::Relaxed);
-        self.upstream_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let mut facts = lock(&self.0);
+        facts.endpoint = Some(endpoint);
+        facts.attempts += 1;
+        facts.upstream += took;
     }
 
     /// The request body's state, whose byte count becomes `bytes_in`.
     pub(crate) fn set_body(&self, body: &Arc<crate::body::BodyVerdict>) {
-        *lock(&self.body) = Some(body.clone());
+        lock(&self.0).body = Some(body.clone());
     }
 
     /// The failure steady answered with.
     pub(crate) fn fail(&self, reason: &'static str) {
-        *lock(&self.failure) = Some(reason);
+        lock(&self.0).failure = Some(reason);
     }
 }
 
@@ -176,7 +180,7 @@ impl PendingLine {
         self.ttfb = self.start.elapsed();
         self.request_id = response
             .headers()
-            .get("x-request-id")
+            .get(&crate::headers::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
@@ -196,25 +200,19 @@ impl PendingLine {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
-        let route = lock(&self.facts.route).clone();
-        let trace = *lock(&self.facts.trace);
+        let facts = std::mem::take(&mut *lock(&self.facts.0));
         // Hex on the stack: no allocation per line.
         let (mut trace_buf, mut span_buf) = ([0u8; 32], [0u8; 16]);
-        let trace_hex = trace.map(|(t, s)| {
+        let trace_hex = facts.trace.map(|(t, s)| {
             (
                 hex(&t.to_bytes(), &mut trace_buf),
                 hex(&s.to_bytes(), &mut span_buf),
             )
         });
-        let endpoint = *lock(&self.facts.endpoint);
-        let failure = *lock(&self.facts.failure);
-        let attempts = self.facts.attempts.load(Ordering::Relaxed);
         // Bytes actually received; `Content-Length` when the body was never read (a
         // request refused before forwarding).
-        let bytes_in = lock(&self.facts.body)
-            .as_ref()
-            .map_or(self.bytes_in, |b| b.received());
-        let upstream_nanos = self.facts.upstream_nanos.load(Ordering::Relaxed);
+        let bytes_in = facts.body.as_ref().map_or(self.bytes_in, |b| b.received());
+        let route = facts.route.as_ref();
         self.log.log(&Entry {
             time: Some(self.time),
             trace_id: trace_hex.map(|(t, _)| t),
@@ -229,16 +227,16 @@ impl PendingLine {
                 .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok())),
             path: self.uri.path(),
             status: self.status,
-            route: route.as_ref().map(|(r, _)| &**r),
-            upstream: route.as_ref().map(|(_, u)| &**u),
-            endpoint,
-            attempts: attempts as u32,
+            route: route.map(|(r, _)| &**r),
+            upstream: route.map(|(_, u)| &**u),
+            endpoint: facts.endpoint,
+            attempts: facts.attempts,
             bytes_in,
             bytes_out: self.bytes_out,
             duration: self.start.elapsed(),
-            upstream_duration: (attempts > 0).then(|| Duration::from_nanos(upstream_nanos)),
+            upstream_duration: (facts.attempts > 0).then_some(facts.upstream),
             ttfb: Some(self.ttfb),
-            failure,
+            failure: facts.failure,
         });
     }
 }
@@ -253,6 +251,8 @@ impl Drop for PendingLine {
 /// A running access log.
 pub struct AccessLog {
     fields: Vec<Field>,
+    /// `,"key":` of each field, made once (the first field's line skips the comma).
+    prefixes: Vec<Box<[u8]>>,
     sample: f64,
     always_log_errors: bool,
     /// Lines a worker's batch holds before new ones are dropped.
@@ -319,8 +319,14 @@ impl AccessLog {
                 move || writer.run(sink)
             })?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let fields = config.fields();
+        let prefixes = fields
+            .iter()
+            .map(|f| format!(",\"{}\":", f.key()).into_bytes().into_boxed_slice())
+            .collect();
         Ok(Arc::new(AccessLog {
-            fields: config.fields(),
+            fields,
+            prefixes,
             sample: config.sample.0,
             always_log_errors: config.always_log_errors,
             capacity: config.buffer.max(1),
@@ -418,7 +424,7 @@ impl AccessLog {
         use crate::text::{push_socket_addr, push_u64};
         out.push(b'{');
         let mut first = true;
-        for &field in &self.fields {
+        for (&field, prefix) in self.fields.iter().zip(&self.prefixes) {
             let present = match field {
                 Field::Time => e.time.is_some(),
                 Field::TraceId => e.trace_id.is_some(),
@@ -443,13 +449,8 @@ impl AccessLog {
             if !present {
                 continue;
             }
-            if !first {
-                out.push(b',');
-            }
+            out.extend_from_slice(&prefix[usize::from(first)..]);
             first = false;
-            out.push(b'"');
-            out.extend_from_slice(field.key().as_bytes());
-            out.extend_from_slice(b"\":");
             match field {
                 Field::Time => {
                     if let Some(t) = e.time {
