@@ -84,6 +84,8 @@ struct Facts {
     failure: Option<&'static str>,
     /// The request body's counter of bytes received, when it has a body.
     body: Option<Arc<crate::body::BodyVerdict>>,
+    /// `X-Request-Id`, as sent upstream and back to the client.
+    request_id: Option<http::HeaderValue>,
 }
 
 impl RequestFacts {
@@ -115,6 +117,11 @@ impl RequestFacts {
     pub(crate) fn fail(&self, reason: &'static str) {
         lock(&self.0).failure = Some(reason);
     }
+
+    /// The request's `X-Request-Id`.
+    pub(crate) fn set_request_id(&self, id: &http::HeaderValue) {
+        lock(&self.0).request_id = Some(id.clone());
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,7 +137,6 @@ pub struct PendingLine {
     time: SystemTime,
     start: Instant,
     ttfb: Duration,
-    request_id: Option<String>,
     client: SocketAddr,
     method: http::Method,
     /// The request target and `Host` (reference-counted clones, no copy).
@@ -144,29 +150,26 @@ pub struct PendingLine {
 
 impl PendingLine {
     /// Captures what the request head says; `arrived` is when it arrived, on both
-    /// clocks.
-    pub(crate) fn new<B>(
+    /// clocks, and `host` its `Host` header.
+    pub(crate) fn new<B: http_body::Body>(
         log: Arc<AccessLog>,
         req: &http::Request<B>,
         client: SocketAddr,
         arrived: (SystemTime, Instant),
+        host: Option<http::HeaderValue>,
     ) -> PendingLine {
-        let bytes_in = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
+        // The announced length (`Content-Length`, as parsed by hyper).
+        let bytes_in = req.body().size_hint().exact().unwrap_or(0);
         PendingLine {
             log,
             facts: RequestFacts::default(),
             time: arrived.0,
             start: arrived.1,
             ttfb: Duration::ZERO,
-            request_id: None,
             client,
             method: req.method().clone(),
             uri: req.uri().clone(),
-            host: req.headers().get(http::header::HOST).cloned(),
+            host,
             status: 0,
             bytes_in,
             bytes_out: 0,
@@ -174,15 +177,10 @@ impl PendingLine {
         }
     }
 
-    /// Records the response head: status, request id, and the time to it.
+    /// Records the response head: status and the time to it.
     pub(crate) fn head<B>(&mut self, response: &http::Response<B>) {
         self.status = response.status().as_u16();
         self.ttfb = self.start.elapsed();
-        self.request_id = response
-            .headers()
-            .get(&crate::headers::X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
     }
 
     /// The facts the request's phases write to.
@@ -217,7 +215,7 @@ impl PendingLine {
             time: Some(self.time),
             trace_id: trace_hex.map(|(t, _)| t),
             span_id: trace_hex.map(|(_, s)| s),
-            request_id: self.request_id.as_deref(),
+            request_id: facts.request_id.as_ref().and_then(|v| v.to_str().ok()),
             client: Some(self.client),
             method: self.method.as_str(),
             host: self

@@ -132,9 +132,13 @@ pub async fn handle(
     // facts and the span's record (through the `Observer`), and the line is written
     // (the span decided) when the response body ends. One clock read each for both.
     let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
-    let mut line = log.map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived));
-    let mut span =
-        tracer.map(|t| crate::otel::PendingSpan::new(t, &req, client, listener.scheme, arrived));
+    let host = req.headers().get(header::HOST);
+    let mut line = log
+        .map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived, host.cloned()));
+    let mut span = tracer.map(|t| {
+        let peer = (client, listener.scheme);
+        crate::otel::PendingSpan::new(t, &req, peer, arrived, host.cloned())
+    });
     let observer = Observer {
         facts: line.as_ref().map(|l| l.facts()),
         spans: span.as_ref().map(|s| s.record()),
@@ -180,6 +184,12 @@ impl Observer<'_> {
         }
     }
 
+    fn request_id(&self, id: &HeaderValue) {
+        if let Some(facts) = self.facts {
+            facts.set_request_id(id);
+        }
+    }
+
     fn body(&self, verdict: &Arc<BodyVerdict>) {
         if let Some(facts) = self.facts {
             facts.set_body(verdict);
@@ -211,6 +221,7 @@ async fn proxy(
     let start = tokio::time::Instant::now().into_std();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
+    obs.request_id(&request_id);
 
     if let Err(kind) = check_request(&parts) {
         return error_response(kind, Some(&request_id));

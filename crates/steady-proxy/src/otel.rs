@@ -517,13 +517,13 @@ impl std::fmt::Debug for PendingSpan {
 impl PendingSpan {
     /// Starts a request's record.
     /// `arrived` is when the request head arrived, on both clocks (read once for the
-    /// line and the span).
+    /// line and the span), and `host` its `Host` header.
     pub(crate) fn new<B>(
         tracer: Arc<Tracer>,
         req: &http::Request<B>,
-        client: SocketAddr,
-        scheme: &'static str,
+        (client, scheme): (SocketAddr, &'static str),
         arrived: (SystemTime, Instant),
+        host: Option<http::HeaderValue>,
     ) -> PendingSpan {
         PendingSpan {
             record: RequestSpans {
@@ -537,7 +537,7 @@ impl PendingSpan {
             time: arrived.0,
             method: req.method().clone(),
             uri: req.uri().clone(),
-            host: req.headers().get(http::header::HOST).cloned(),
+            host,
             scheme,
             version: req.version(),
             client,
