@@ -467,11 +467,11 @@ class Bench:
             # measure what observability costs per request.
             # In a directory of its own, as in a deployment (/var/log/steady): steady
             # watches its config file's directory for changes.
-            log = os.path.join(self.workdir, "logs", f"{key}-access.log") if key in ("steady-obs", "steady-all") else None
+            access_log = os.path.join(self.workdir, "logs", f"{key}-access.log") if key in ("steady-obs", "steady-all") else None
             # steady-trace: span export at 1% to a local OTLP/HTTP sink.
             # steady-all: both (issue 4's "everything on" against steady with all off).
             otlp = start_otlp_sink() if key in ("steady-trace", "steady-all") else None
-            cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, log, otlp))
+            cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, access_log, otlp))
             argv = [self.k.steady_bin, "serve", "-c", cfg]
             label, timeout = key, self.k.steady_start_timeout
         else:

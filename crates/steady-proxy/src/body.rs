@@ -233,6 +233,9 @@ pin_project_lite::pin_project! {
 }
 
 /// A body with what watches it: the access-log line and the span, either or both.
+///
+/// Made in one box when the request arrives, so the request's phases write to the
+/// line's facts and the span's record in place, and nothing large moves afterwards.
 pub struct Observation {
     body: ResponseBody,
     line: Option<crate::access_log::PendingLine>,
@@ -246,6 +249,53 @@ impl std::fmt::Debug for Observation {
 }
 
 impl Observation {
+    /// Watches a request with `line` and `span` (its body comes with the response).
+    pub(crate) fn new(
+        line: Option<crate::access_log::PendingLine>,
+        span: Option<crate::otel::PendingSpan>,
+    ) -> Box<Observation> {
+        Box::new(Observation {
+            body: ResponseBody::empty(),
+            line,
+            span,
+        })
+    }
+
+    /// The pending access-log line, if one is written.
+    pub(crate) fn line(&self) -> Option<&crate::access_log::PendingLine> {
+        self.line.as_ref()
+    }
+
+    /// The pending span, if spans are exported.
+    pub(crate) fn span(&self) -> Option<&crate::otel::PendingSpan> {
+        self.span.as_ref()
+    }
+
+    /// Notes the response head, and watches its body (ending the line and the span at
+    /// once if it is empty).
+    pub(crate) fn watch<B>(
+        mut self: Box<Self>,
+        response: http::Response<B>,
+    ) -> http::Response<ResponseBody>
+    where
+        B: Into<ResponseBody>,
+    {
+        if let Some(line) = &mut self.line {
+            line.head(&response);
+        }
+        if let Some(span) = &mut self.span {
+            span.head(&response);
+        }
+        response.map(|body| {
+            self.body = body.into();
+            if self.body.is_end_stream() {
+                self.finish();
+                return std::mem::replace(&mut self.body, ResponseBody::empty());
+            }
+            ResponseBody::Observed { inner: self }
+        })
+    }
+
     fn finish(&mut self) {
         if let Some(line) = &mut self.line {
             line.finish();
@@ -257,30 +307,6 @@ impl Observation {
 }
 
 impl ResponseBody {
-    /// Wraps `self` so the access-log `line` is written and the `span` ended when it
-    /// ends; an empty body ends them at once and stays unwrapped.
-    pub fn observed(
-        self,
-        line: Option<crate::access_log::PendingLine>,
-        span: Option<crate::otel::PendingSpan>,
-    ) -> Self {
-        if line.is_none() && span.is_none() {
-            return self;
-        }
-        let mut observation = Observation {
-            body: self,
-            line,
-            span,
-        };
-        if observation.body.is_end_stream() {
-            observation.finish();
-            return observation.body;
-        }
-        ResponseBody::Observed {
-            inner: Box::new(observation),
-        }
-    }
-
     /// An empty body.
     pub fn empty() -> Self {
         ResponseBody::Local { data: None }

@@ -133,27 +133,22 @@ pub async fn handle(
     // (the span decided) when the response body ends. One clock read each for both.
     let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
     let host = req.headers().get(header::HOST);
-    let mut line = log
+    let line = log
         .map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived, host.cloned()));
-    let mut span = tracer.map(|t| {
+    let span = tracer.map(|t| {
         let peer = (client, listener.scheme);
         crate::otel::PendingSpan::new(t, &req, peer, arrived, host.cloned())
     });
+    let observation = crate::body::Observation::new(line, span);
     let observer = Observer {
-        facts: line.as_ref().map(|l| l.facts()),
-        spans: span.as_ref().map(|s| s.record()),
+        facts: observation.line().map(|l| l.facts()),
+        spans: observation.span().map(|s| s.record()),
     };
     let response = proxy(&listener, client, req, observer).await;
     if let Some(kind) = response.extensions().get::<Kind>() {
         observer.fail(kind.reason());
     }
-    if let Some(line) = &mut line {
-        line.head(&response);
-    }
-    if let Some(span) = &mut span {
-        span.head(&response);
-    }
-    Ok(response.map(|body| body.observed(line, span)))
+    Ok(observation.watch(response))
 }
 
 /// Where a request's phases note what they learn for its access-log line and its span,

@@ -192,7 +192,9 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout(addr) {
                 Some(c) => (c, true),
-                None => (self.connect(addr).await?, false),
+                // Boxed: the connect and handshake futures are large and rarely run;
+                // inline, they would grow every request future that awaits this one.
+                None => (Box::pin(self.connect(addr)).await?, false),
             };
             if reused && conn.sender.ready().await.is_err() {
                 continue;
