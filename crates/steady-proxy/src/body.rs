@@ -297,11 +297,13 @@ impl Observation {
     }
 
     fn finish(&mut self) {
+        // One clock read ends both.
+        let end = std::time::Instant::now();
         if let Some(line) = &mut self.line {
-            line.finish();
+            line.finish_at(end);
         }
         if let Some(span) = &mut self.span {
-            span.finish();
+            span.finish_at(end);
         }
     }
 }

@@ -928,14 +928,15 @@ async fn attempt(
     trace: Option<TraceId>,
     obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
-    // Recorded when dropped, so a cancelled attempt (a lost hedge race) has its span.
-    let mut span = span.and_then(|span| {
-        let spans = obs.recording()?;
-        Some(crate::otel::AttemptRecord::new(
-            spans,
-            span,
-            endpoint.addr(),
-        ))
+    // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
+    let span = span.and_then(|span| Some((obs.recording()?, span)));
+    let mut note = (obs.facts.is_some() || span.is_some()).then(|| AttemptNote {
+        facts: obs.facts,
+        span,
+        endpoint: endpoint.addr(),
+        // Now, not `start`: queueing and injected delays are not the upstream's time.
+        start: std::time::Instant::now(),
+        outcome: None,
     });
     let result = exchange(
         route,
@@ -945,11 +946,10 @@ async fn attempt(
         deadline,
         start,
         trace,
-        obs,
     )
     .await;
-    if let Some(span) = &mut span {
-        span.outcome = Some(match &result {
+    if let Some(note) = &mut note {
+        note.outcome = Some(match &result {
             Ok((response, _)) => Ok(response.status().as_u16()),
             Err(kind) => Err(*kind),
         });
@@ -966,7 +966,6 @@ fn trace_id(parts: &http::request::Parts) -> Option<TraceId> {
 }
 
 /// One attempt's exchange: see [`attempt`].
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
@@ -975,14 +974,10 @@ async fn exchange(
     deadline: Duration,
     start: std::time::Instant,
     trace: Option<TraceId>,
-    obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
     let in_flight = endpoint.start(start);
-    let _noted = obs
-        .facts
-        .map(|facts| NoteAttempt(facts, endpoint.addr(), start));
     let exchange = async {
         match transport {
             Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
@@ -1058,16 +1053,26 @@ async fn exchange(
     Ok(response)
 }
 
-/// Notes one attempt for the access log when it ends (however it ends).
-struct NoteAttempt<'a>(
-    &'a crate::access_log::RequestFacts,
-    SocketAddr,
-    std::time::Instant,
-);
+/// Notes one attempt when it ends, however it ends (a lost hedge race drops it): its
+/// endpoint and time for the access log, its span for span export; one clock read.
+struct AttemptNote<'a> {
+    facts: Option<&'a crate::access_log::RequestFacts>,
+    span: Option<(&'a crate::otel::RequestSpans, crate::otel::AttemptSpan)>,
+    endpoint: SocketAddr,
+    start: std::time::Instant,
+    /// Set when the attempt returns; left `None` if it was cancelled.
+    outcome: Option<Result<u16, Kind>>,
+}
 
-impl Drop for NoteAttempt<'_> {
+impl Drop for AttemptNote<'_> {
     fn drop(&mut self) {
-        self.0.attempt(self.1, self.2.elapsed());
+        let end = std::time::Instant::now();
+        if let Some(facts) = self.facts {
+            facts.attempt(self.endpoint, end.saturating_duration_since(self.start));
+        }
+        if let Some((spans, span)) = self.span {
+            spans.attempt(span, self.endpoint, (self.start, end), self.outcome);
+        }
     }
 }
 

@@ -451,42 +451,21 @@ impl RequestSpans {
         lock(&self.inner).failure = Some(reason);
     }
 
-    fn attempt(&self, attempt: Attempt) {
-        lock(&self.inner).attempts.push(attempt);
-    }
-}
-
-/// Records one attempt when dropped, however the attempt ended.
-pub(crate) struct AttemptRecord<'a> {
-    spans: &'a RequestSpans,
-    span: AttemptSpan,
-    endpoint: SocketAddr,
-    start: Instant,
-    /// Set when the attempt returns; left `None` if its future is dropped.
-    pub(crate) outcome: Option<Result<u16, Kind>>,
-}
-
-impl<'a> AttemptRecord<'a> {
-    /// Starts recording attempt `span` to `endpoint` in the request's `spans`.
-    pub(crate) fn new(spans: &'a RequestSpans, span: AttemptSpan, endpoint: SocketAddr) -> Self {
-        AttemptRecord {
-            spans,
+    /// One attempt, `span`, to `endpoint` from `start` to `end`; `outcome` is the
+    /// response status, the failure, or `None` if the attempt was cancelled.
+    pub(crate) fn attempt(
+        &self,
+        span: AttemptSpan,
+        endpoint: SocketAddr,
+        (start, end): (Instant, Instant),
+        outcome: Option<Result<u16, Kind>>,
+    ) {
+        lock(&self.inner).attempts.push(Attempt {
             span,
             endpoint,
-            start: Instant::now(),
-            outcome: None,
-        }
-    }
-}
-
-impl Drop for AttemptRecord<'_> {
-    fn drop(&mut self) {
-        self.spans.attempt(Attempt {
-            span: self.span,
-            endpoint: self.endpoint,
-            start: self.start,
-            end: Instant::now(),
-            outcome: self.outcome,
+            start,
+            end,
+            outcome,
         });
     }
 }
@@ -558,10 +537,14 @@ impl PendingSpan {
 
     /// Decides and, if kept, exports (once).
     pub(crate) fn finish(&mut self) {
+        self.finish_at(Instant::now());
+    }
+
+    /// Decides and, if kept, exports (once) a request that ended at `end`.
+    pub(crate) fn finish_at(&mut self, end: Instant) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let end = Instant::now();
         let mut recorded = std::mem::take(&mut *lock(&self.record.inner));
         // Refused before a trace was read (a malformed request): no span.
         let Some(trace) = recorded.trace.take() else {
