@@ -254,7 +254,7 @@ impl Drop for PendingLine {
 /// A running access log.
 pub struct AccessLog {
     fields: Vec<Field>,
-    /// `,"key":` of each field, made once (the first field's line skips the comma).
+    /// `,"key":` of each field, made once.
     prefixes: Vec<Box<[u8]>>,
     sample: f64,
     always_log_errors: bool,
@@ -289,11 +289,13 @@ impl std::fmt::Debug for AccessLog {
     }
 }
 
+/// A thread's batch for one log (by the log's id), and the buffer lines are formatted in.
+type Local = (Option<(u64, Arc<Mutex<Batch>>)>, Vec<u8>);
+
 thread_local! {
     /// This thread's batch (and which log it belongs to), so logging takes only this
-    /// thread's own lock after the first line; and the buffer lines are formatted in.
-    static LOCAL: std::cell::RefCell<(Option<(u64, Arc<Mutex<Batch>>)>, Vec<u8>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
+    /// thread's own lock after the first line.
+    static LOCAL: std::cell::RefCell<Local> = const { std::cell::RefCell::new((None, Vec::new())) };
 }
 
 impl AccessLog {
@@ -426,80 +428,79 @@ impl AccessLog {
     /// Appends one JSON line (no newline) with the configured fields to `out`.
     fn format_into(&self, out: &mut Vec<u8>, e: &Entry<'_>) {
         use crate::text::{push_socket_addr, push_u64};
-        out.push(b'{');
-        let mut first = true;
+        let base = out.len();
+        // Every field is written as `,"key":value`, and a field without a value is
+        // taken back; the first comma becomes the `{` at the end. One pass, one match.
         for (&field, prefix) in self.fields.iter().zip(&self.prefixes) {
-            let present = match field {
-                Field::Time => e.time.is_some(),
-                Field::TraceId => e.trace_id.is_some(),
-                Field::SpanId => e.span_id.is_some(),
-                Field::RequestId => e.request_id.is_some(),
-                Field::Client => e.client.is_some(),
-                Field::Host => e.host.is_some(),
-                Field::Route => e.route.is_some(),
-                Field::Upstream => e.upstream.is_some(),
-                Field::Endpoint => e.endpoint.is_some(),
-                Field::UpstreamDuration => e.upstream_duration.is_some(),
-                Field::Ttfb => e.ttfb.is_some(),
-                Field::Failure => e.failure.is_some(),
-                Field::Method
-                | Field::Path
-                | Field::Status
-                | Field::Attempts
-                | Field::BytesIn
-                | Field::BytesOut
-                | Field::Duration => true,
-            };
-            if !present {
-                continue;
-            }
-            out.extend_from_slice(&prefix[usize::from(first)..]);
-            first = false;
-            match field {
-                Field::Time => {
-                    if let Some(t) = e.time {
+            let mark = out.len();
+            out.extend_from_slice(prefix);
+            let wrote = match field {
+                Field::Time => e
+                    .time
+                    .map(|t| {
                         out.push(b'"');
                         push_rfc3339_millis(out, t);
                         out.push(b'"');
-                    }
+                    })
+                    .is_some(),
+                Field::TraceId => e.trace_id.map(|v| json_str(out, v)).is_some(),
+                Field::SpanId => e.span_id.map(|v| json_str(out, v)).is_some(),
+                Field::Method => {
+                    json_str(out, e.method);
+                    true
                 }
-                Field::TraceId => json_str(out, e.trace_id.unwrap_or_default()),
-                Field::SpanId => json_str(out, e.span_id.unwrap_or_default()),
-                Field::Method => json_str(out, e.method),
-                Field::RequestId => json_str(out, e.request_id.unwrap_or_default()),
+                Field::RequestId => e.request_id.map(|v| json_str(out, v)).is_some(),
                 Field::Client | Field::Endpoint => {
                     let addr = if field == Field::Client {
                         e.client
                     } else {
                         e.endpoint
                     };
-                    if let Some(addr) = addr {
+                    addr.map(|addr| {
                         out.push(b'"');
                         push_socket_addr(out, addr);
                         out.push(b'"');
-                    }
+                    })
+                    .is_some()
                 }
-                Field::Host => json_str(out, e.host.unwrap_or_default()),
-                Field::Path => json_str(out, e.path),
-                Field::Status => push_u64(out, u64::from(e.status)),
-                Field::Route => json_str(out, e.route.unwrap_or_default()),
-                Field::Upstream => json_str(out, e.upstream.unwrap_or_default()),
-                Field::Attempts => push_u64(out, u64::from(e.attempts)),
-                Field::BytesIn => push_u64(out, e.bytes_in),
-                Field::BytesOut => push_u64(out, e.bytes_out),
-                Field::Duration => push_secs(out, e.duration),
-                Field::UpstreamDuration => {
-                    if let Some(d) = e.upstream_duration {
-                        push_secs(out, d);
-                    }
+                Field::Host => e.host.map(|v| json_str(out, v)).is_some(),
+                Field::Path => {
+                    json_str(out, e.path);
+                    true
                 }
-                Field::Ttfb => {
-                    if let Some(d) = e.ttfb {
-                        push_secs(out, d);
-                    }
+                Field::Status => {
+                    push_u64(out, u64::from(e.status));
+                    true
                 }
-                Field::Failure => json_str(out, e.failure.unwrap_or_default()),
+                Field::Route => e.route.map(|v| json_str(out, v)).is_some(),
+                Field::Upstream => e.upstream.map(|v| json_str(out, v)).is_some(),
+                Field::Attempts => {
+                    push_u64(out, u64::from(e.attempts));
+                    true
+                }
+                Field::BytesIn => {
+                    push_u64(out, e.bytes_in);
+                    true
+                }
+                Field::BytesOut => {
+                    push_u64(out, e.bytes_out);
+                    true
+                }
+                Field::Duration => {
+                    push_secs(out, e.duration);
+                    true
+                }
+                Field::UpstreamDuration => e.upstream_duration.map(|d| push_secs(out, d)).is_some(),
+                Field::Ttfb => e.ttfb.map(|d| push_secs(out, d)).is_some(),
+                Field::Failure => e.failure.map(|v| json_str(out, v)).is_some(),
+            };
+            if !wrote {
+                out.truncate(mark);
             }
+        }
+        match out.get_mut(base) {
+            Some(comma) => *comma = b'{',
+            None => out.push(b'{'),
         }
         out.push(b'}');
     }
