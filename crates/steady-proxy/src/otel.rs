@@ -2,8 +2,9 @@
 //! kept or not when the request ends, sent over OTLP in batches by a thread of its own.
 //!
 //! While a request runs, its phases note what a span needs in a small [`RequestSpans`]
-//! (a task-local, as the access log's facts): the trace, the route, the failure, and
-//! per attempt its span id (the one `trace.rs` put in the upstream `traceparent`),
+//! (handed down the phases by `http.rs`'s `Observer`, beside the access log's facts,
+//! both inside the request's one observation box): the trace, the route, the failure,
+//! and per attempt its span id (the one `trace.rs` put in the upstream `traceparent`),
 //! endpoint, times and outcome. Nothing is built for the exporter yet. When the
 //! response body ends, [`PendingSpan::finish`] applies the keep rule ([`KeepRule`]):
 //! the head decision (the `sampled` flag), or the tail rules (a 5xx or a failure of
