@@ -925,6 +925,37 @@ mod tests {
     }
 
     #[test]
+    fn lines_from_many_threads_are_each_written_once_or_counted() {
+        let dir = std::env::temp_dir().join(format!("steady-alog-threads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("access.log");
+        let log = AccessLog::start(&config(&format!(
+            "{{path: {}, buffer: 500}}",
+            path.display()
+        )))
+        .unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..3000 {
+                        log.log(&entry());
+                    }
+                });
+            }
+        });
+        log.close(Duration::from_secs(10));
+        // Logging after close is counted, never lost silently.
+        log.log(&entry());
+        assert_eq!(log.written() + log.dropped(), 12_001);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count() as u64, log.written());
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("whole JSON lines");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn sampling_keeps_errors() {
         let dir = std::env::temp_dir().join(format!("steady-alog-sample-{}", std::process::id()));
         let path = dir.join("access.log");
