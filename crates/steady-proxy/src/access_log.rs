@@ -517,14 +517,8 @@ fn hex<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
 /// Appends a duration as seconds with six decimals (`0.000123`), in integers.
 fn push_secs(out: &mut Vec<u8>, d: Duration) {
     crate::text::push_u64(out, d.as_secs());
-    let micros = d.subsec_micros();
-    let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
-    let mut rest = micros;
-    for digit in digits[1..].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend_from_slice(&digits);
+    out.push(b'.');
+    crate::text::push_padded::<6>(out, d.subsec_micros());
 }
 
 thread_local! {
@@ -549,14 +543,9 @@ fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
         }
         out.extend_from_slice(&cached.1);
     });
-    let millis = since.subsec_millis();
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-        b'Z',
-    ]);
+    out.push(b'.');
+    crate::text::push_padded::<3>(out, since.subsec_millis());
+    out.push(b'Z');
 }
 
 /// Appends `s` as a JSON string, escaped (client-sent text such as paths can hold
@@ -826,6 +815,13 @@ mod tests {
         assert_eq!(hex(&[0x00, 0xab, 0x10, 0xff], &mut buf), "00ab10ff");
     }
 
+    /// An empty directory of this test's own (`tag`) under the temp dir.
+    fn fresh_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("steady-alog-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     fn config(yaml: &str) -> Config {
         serde_yaml_ng::from_str(yaml).unwrap()
     }
@@ -875,8 +871,7 @@ mod tests {
 
     #[test]
     fn a_file_log_gets_every_accepted_line_and_rotates_by_size() {
-        let dir = std::env::temp_dir().join(format!("steady-alog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("rotate");
         let path = dir.join("sub/access.log");
         let log = AccessLog::start(&config(&format!(
             "{{path: {}, rotate: {{max_size: 2KiB, keep: 2, compress: true}}}}",
@@ -904,7 +899,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_drops_and_counts_instead_of_blocking() {
-        let dir = std::env::temp_dir().join(format!("steady-alog-full-{}", std::process::id()));
+        let dir = fresh_dir("full");
         let path = dir.join("access.log");
         let log =
             AccessLog::start(&config(&format!("{{path: {}, buffer: 1}}", path.display()))).unwrap();
@@ -926,8 +921,7 @@ mod tests {
 
     #[test]
     fn lines_from_many_threads_are_each_written_once_or_counted() {
-        let dir = std::env::temp_dir().join(format!("steady-alog-threads-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("threads");
         let path = dir.join("access.log");
         let log = AccessLog::start(&config(&format!(
             "{{path: {}, buffer: 500}}",
@@ -957,7 +951,7 @@ mod tests {
 
     #[test]
     fn sampling_keeps_errors() {
-        let dir = std::env::temp_dir().join(format!("steady-alog-sample-{}", std::process::id()));
+        let dir = fresh_dir("sample");
         let path = dir.join("access.log");
         let log = AccessLog::start(&config(&format!(
             "{{path: {}, sample: 0%}}",
@@ -979,8 +973,7 @@ mod tests {
 
     #[test]
     fn a_file_log_rotates_by_age() {
-        let dir = std::env::temp_dir().join(format!("steady-alog-age-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("age");
         let path = dir.join("access.log");
         let log = AccessLog::start(&config(&format!(
             "{{path: {}, rotate: {{max_age: 1s, compress: false}}}}",

@@ -200,9 +200,9 @@ impl Observer<'_> {
         }
     }
 
-    /// The span record, if the request's attempts are recorded.
-    fn recording(&self) -> Option<&crate::otel::RequestSpans> {
-        self.spans.filter(|s| s.recording())
+    /// Whether the request's attempts are recorded for its spans.
+    fn recording(&self) -> bool {
+        self.spans.is_some_and(|s| s.recording())
     }
 }
 
@@ -815,12 +815,11 @@ async fn forward_streamed(
 fn upstream_request(
     method: &http::Method,
     uri: Uri,
-    headers: http::HeaderMap,
+    mut headers: http::HeaderMap,
     body: RequestBody,
     trace: Option<&crate::trace::RequestTrace>,
     obs: Observer<'_>,
 ) -> Outgoing {
-    let mut headers = headers;
     // Each attempt is its own span in the request's trace.
     let span = trace.map(|trace| trace.inject_attempt(&mut headers));
     let mut req = Request::new(body);
@@ -829,7 +828,7 @@ fn upstream_request(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     let recorded = span
-        .filter(|_| obs.recording().is_some())
+        .filter(|_| obs.recording())
         .map(|id| crate::otel::AttemptSpan { id, hedge: false });
     (req, recorded)
 }
@@ -929,7 +928,8 @@ async fn attempt(
     obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
     // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
-    let span = span.and_then(|span| Some((obs.recording()?, span)));
+    // `span` is there only if `upstream_request` found the request's spans recording.
+    let span = span.and_then(|span| Some((obs.spans?, span)));
     let mut note = (obs.facts.is_some() || span.is_some()).then(|| AttemptNote {
         facts: obs.facts,
         span,

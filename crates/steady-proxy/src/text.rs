@@ -36,6 +36,14 @@ impl<const N: usize> Stack<N> {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    /// `value`'s `Display` text (cut off at `N` bytes).
+    fn display(value: &dyn std::fmt::Display) -> Self {
+        use std::fmt::Write as _;
+        let mut out = Stack::new();
+        let _ = write!(out, "{value}");
+        out
+    }
 }
 
 impl<const N: usize> Out for Stack<N> {
@@ -68,6 +76,18 @@ pub(crate) fn push_u64(out: &mut impl Out, n: u64) {
     out.put(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// Appends the last `W` decimal digits of `n`, zero-padded (`push_padded::<3>(out, 7)`
+/// appends `007`): the fraction of a time or a duration.
+pub(crate) fn push_padded<const W: usize>(out: &mut impl Out, n: u32) {
+    let mut digits = [b'0'; W];
+    let mut rest = n;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.put(&digits);
+}
+
 /// Appends `ip` as text (dotted quad for IPv4; the standard form for IPv6).
 pub(crate) fn push_ip(out: &mut impl Out, ip: IpAddr) {
     match ip {
@@ -93,16 +113,6 @@ pub(crate) fn push_socket_addr(out: &mut impl Out, addr: SocketAddr) {
             push_u64(out, u64::from(addr.port()));
         }
         SocketAddr::V6(v6) => out.put(Stack::<80>::display(&v6).as_bytes()),
-    }
-}
-
-impl<const N: usize> Stack<N> {
-    /// `value`'s `Display` text (cut off at `N` bytes).
-    fn display(value: &dyn std::fmt::Display) -> Self {
-        use std::fmt::Write as _;
-        let mut out = Stack::new();
-        let _ = write!(out, "{value}");
-        out
     }
 }
 
@@ -137,6 +147,14 @@ mod tests {
             push_u64(&mut out, n);
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
+        for n in [0u32, 7, 42, 999, 123_456, 999_999] {
+            let mut out = Vec::new();
+            push_padded::<6>(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{n:06}"));
+        }
+        let mut out = Vec::new();
+        push_padded::<3>(&mut out, 7);
+        assert_eq!(out, b"007");
         let mut out = [0u8; 6];
         hex_into(&[0x00, 0xaf, 0x3c], &mut out);
         assert_eq!(&out, b"00af3c");
