@@ -151,9 +151,17 @@ impl AccessLog {
         self.path == "stdout" || self.path == "-"
     }
 
-    /// The fields written, in order.
+    /// The fields written, in order (a field listed twice is written once, where it
+    /// is first listed; `problems` reports it).
     pub fn fields(&self) -> Vec<Field> {
-        self.fields.clone().unwrap_or_else(|| Field::ALL.to_vec())
+        let mut fields = self.fields.clone().unwrap_or_else(|| Field::ALL.to_vec());
+        let mut seen = Vec::new();
+        fields.retain(|f| {
+            let first = !seen.contains(f);
+            seen.push(*f);
+            first
+        });
+        fields
     }
 
     /// Every range problem, as `(field, message)`.
@@ -167,6 +175,15 @@ impl AccessLog {
         }
         if self.path.trim().is_empty() {
             out.push(("path", "must be `stdout` or a file path".to_string()));
+        }
+        for (i, field) in self.fields.iter().flatten().enumerate() {
+            let listed = self.fields.iter().flatten();
+            if listed.take(i).any(|f| f == field) {
+                out.push((
+                    "fields",
+                    format!("`{}` is listed more than once", field.key()),
+                ));
+            }
         }
         if let Some(rotate) = &self.rotate {
             if self.is_stdout() {
