@@ -978,7 +978,9 @@ def callgrind(knobs, workdir):
             if key not in STEADY_KEYS and key != "haproxy":
                 sys.exit(f"callgrind mode measures steady variants and haproxy, not {key}")
             out = os.path.join(workdir, f"callgrind-{key}.out")
-            b.wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+            # DUMP_INSTR=1 keeps per-instruction counts (for reading the hot assembly).
+            instr = "yes" if os.environ.get("DUMP_INSTR") == "1" else "no"
+            b.wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"--dump-instr={instr}"]
             knobs.steady_start_timeout = max(knobs.steady_start_timeout, 60)
             s = b.start_proxy(key)
             if not s:

@@ -6,6 +6,7 @@
 #   bench/callgrind.sh                                  steady against steady-all (access log + spans at 1%)
 #   TARGETS=steady,haproxy bench/callgrind.sh           steady against haproxy
 #   REQUESTS=50000 CONNS=64 bench/callgrind.sh
+#   DUMP_INSTR=1 bench/callgrind.sh                     keep per-instruction counts too
 #
 # Kernel time (the loopback TCP stack) is not counted: compare with bench/run.sh's CPU
 # µs/request for the whole cost. Profiles are kept in bench/results/callgrind-TARGET.out

@@ -419,7 +419,8 @@ struct Recorded {
     trace: Option<RequestTrace>,
     route: Option<(Arc<str>, Arc<str>)>,
     failure: Option<&'static str>,
-    attempts: Vec<Attempt>,
+    /// Almost every request makes one attempt: kept inline, no allocation.
+    attempts: smallvec::SmallVec<[Attempt; 1]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
