@@ -73,8 +73,11 @@ fn bad_values_are_located() {
     has(&e, "steady.yaml:5:");
     has(&e, "not an OTLP endpoint");
 
-    let e = errors("tracing:\n  otlp: {endpoint: \"https://collector:4317\"}\n");
-    has(&e, "TLS export is not supported yet");
+    let e =
+        errors("tracing:\n  otlp: {endpoint: \"http://collector:4317\", tls: {ca_file: ca.pem}}\n");
+    has(&e, "`tls` applies only to an `https://` endpoint");
+    let e = errors("tracing:\n  otlp: {endpoint: \"https://c:4317\", tls: {ca_fle: ca.pem}}\n");
+    has(&e, "ca_fle");
 
     let e =
         errors("tracing:\n  otlp: {endpoint: \"http://c:4317\", headers: {\"bad header\": x}}\n");
@@ -82,4 +85,22 @@ fn bad_values_are_located() {
 
     let e = errors("tracing:\n  otlp: {endpoint: \"http://c:4317\"}\n  smaple: 1%\n");
     has(&e, "smaple");
+}
+
+#[test]
+fn an_https_endpoint_takes_a_private_ca() {
+    let config = parse(
+        &format!(
+            "{BASE}tracing:\n  otlp: {{endpoint: \"https://collector.example:4318\", protocol: http, tls: {{ca_file: /etc/steady/ca.pem}}}}\n"
+        ),
+        "steady.yaml",
+    )
+    .unwrap();
+    let otlp = config.tracing.unwrap().otlp;
+    assert!(otlp.is_tls());
+    assert_eq!(otlp.url(), "https://collector.example:4318/v1/traces");
+    assert_eq!(
+        otlp.tls.unwrap().ca_file.as_deref(),
+        Some("/etc/steady/ca.pem")
+    );
 }

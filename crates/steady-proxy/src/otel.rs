@@ -49,6 +49,9 @@ pub enum TracerError {
     /// `opentelemetry-otlp` refused the exporter settings.
     #[error("tracing: cannot build the OTLP exporter: {0}")]
     Exporter(String),
+    /// The TLS settings for an `https://` receiver cannot be used.
+    #[error("tracing: {0}")]
+    Tls(String),
     /// The export thread or its runtime could not start.
     #[error("tracing: cannot start the export thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -262,20 +265,38 @@ fn build_exporter(
     service: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TracerError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
+    let ca = match otlp.tls.as_ref().and_then(|t| t.ca_file.as_deref()) {
+        Some(path) if otlp.is_tls() => Some(
+            std::fs::read(path)
+                .map_err(|e| TracerError::Tls(format!("cannot read `tls.ca_file` {path}: {e}")))?,
+        ),
+        _ => None,
+    };
     let built = match otlp.protocol {
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(otlp.url())
-            .with_timeout(otlp.timeout)
-            .with_metadata(
-                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
-            )
-            .build(),
+        Protocol::Grpc => {
+            let mut grpc = builder
+                .with_tonic()
+                .with_endpoint(otlp.url())
+                .with_timeout(otlp.timeout)
+                .with_metadata(
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+                );
+            if otlp.is_tls() {
+                use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(pem) = &ca {
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                grpc = grpc.with_tls_config(tls);
+            }
+            grpc.build()
+        }
         Protocol::Http => builder
             .with_http()
             .with_endpoint(otlp.url())
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_timeout(otlp.timeout)
+            .with_http_client(http_client(otlp, ca.as_deref())?)
             .with_headers(
                 headers
                     .iter()
@@ -292,6 +313,60 @@ fn build_exporter(
     );
     Ok(exporter)
 }
+
+/// The HTTP/protobuf exporter's client: HTTP/1.1 through hyper, plain or TLS (rustls
+/// with ring, trusting the system's roots and `ca` when given).
+fn http_client(
+    otlp: &Otlp,
+    ca: Option<&[u8]>,
+) -> Result<opentelemetry_http::hyper::HyperClient<HttpsConnector>, TracerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if otlp.is_tls() {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if let Some(pem) = ca {
+            use rustls_pki_types::pem::PemObject as _;
+            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TracerError::Tls(format!("`tls.ca_file` is not PEM: {e}")))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(TracerError::Tls(
+                    "`tls.ca_file` holds no usable certificate".into(),
+                ));
+            }
+        }
+        if roots.is_empty() {
+            return Err(TracerError::Tls(
+                "no root certificates to verify the receiver: install the system's \
+                 (ca-certificates) or set `tls.ca_file`"
+                    .into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TracerError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(opentelemetry_http::hyper::HyperClient::new(
+        connector,
+        otlp.timeout,
+        None,
+    ))
+}
+
+type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 /// The export thread's loop settings.
 struct Export {

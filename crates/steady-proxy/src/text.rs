@@ -23,7 +23,11 @@ const OCTETS: [([u8; 4], usize); 256] = {
     let mut octets = [([0; 4], 0); 256];
     let mut i = 0;
     while i < 256 {
-        let d = [b'0' + (i / 100) as u8, b'0' + (i / 10 % 10) as u8, b'0' + (i % 10) as u8];
+        let d = [
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+        ];
         octets[i] = if i >= 100 {
             ([d[0], d[1], d[2], b'.'], 4)
         } else if i >= 10 {

@@ -249,6 +249,121 @@ async fn at_zero_percent_only_errors_and_slow_requests_are_exported() {
     );
 }
 
+/// A gateway exporting every request to a TLS `receiver`, trusting `ca_pem` (written
+/// to a file of the test's own) when given.
+async fn start_exporting_over_tls(
+    receiver: &OtlpReceiver,
+    ca_pem: Option<&str>,
+    backend: &Backend,
+    tag: &str,
+) -> Running {
+    let tls = match ca_pem {
+        Some(pem) => {
+            let dir =
+                std::env::temp_dir().join(format!("steady-otlp-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("ca.pem");
+            std::fs::write(&path, pem).unwrap();
+            format!(", tls: {{ca_file: '{}'}}", path.display())
+        }
+        None => String::new(),
+    };
+    let yaml = config(
+        &receiver.endpoint(),
+        receiver.protocol(),
+        "  sample: 100%",
+        "",
+        &[backend.addr()],
+    )
+    .replace("timeout: 2s}", &format!("timeout: 2s{tls}}}"));
+    start_yaml(&yaml).await
+}
+
+async fn exports_over_tls(proto: OtlpProtocol) {
+    let receiver = OtlpReceiver::start_tls(proto).await;
+    assert!(receiver.endpoint().starts_with("https://"));
+    let backend = Backend::start("b").await;
+    let tag = protocol(proto);
+    let steady = start_exporting_over_tls(&receiver, receiver.cert_pem(), &backend, tag).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer = get_traced(&steady, "/tls", &format!("00-{trace}-00f067aa0ba902b7-01")).await;
+    assert_eq!(answer.status, 200);
+    let spans = receiver.wait_for(2, WAIT).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let (server, client) = (by_kind(&spans, "SERVER"), by_kind(&spans, "CLIENT"));
+    assert_eq!((server.len(), client.len()), (1, 1), "{spans:#?}");
+    assert_eq!(server[0].trace_id, trace);
+    assert_eq!(client[0].parent_span_id, server[0].span_id);
+    assert_eq!(server[0].attr("url.path"), Some("/tls"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_over_tls_trusts_the_configured_ca() {
+    exports_over_tls(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_export_over_tls_trusts_the_configured_ca() {
+    exports_over_tls(OtlpProtocol::Http).await;
+}
+
+/// A receiver whose certificate is not trusted gets nothing; requests are unaffected
+/// and the failed exports are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_receiver_certificate_fails_export_not_requests() {
+    for proto in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
+        let receiver = OtlpReceiver::start_tls(proto).await;
+        let backend = Backend::start("b").await;
+        // Another receiver's certificate: valid PEM, the wrong CA.
+        let other = OtlpReceiver::start_tls(proto).await;
+        let steady = start_exporting_over_tls(
+            &receiver,
+            other.cert_pem(),
+            &backend,
+            &format!("untrusted-{}", protocol(proto)),
+        )
+        .await;
+        for _ in 0..5 {
+            assert_eq!(get(steady.addr, "/").await.status, 200);
+        }
+        let stats = steady.gateway.metrics().trace_stats().clone();
+        eventually(|| stats.dropped_export_failed() >= 10).await;
+        assert_eq!(
+            stats.dropped_export_failed(),
+            10,
+            "{proto:?}: 5 requests, 2 spans each"
+        );
+        assert_eq!(stats.exported(), 0);
+        assert!(receiver.spans().is_empty(), "{proto:?}");
+    }
+}
+
+/// A `ca_file` that cannot be read stops the start with the reason.
+#[tokio::test]
+async fn an_unreadable_ca_file_fails_the_start_with_the_reason() {
+    let yaml = config(
+        "https://127.0.0.1:4317",
+        OtlpProtocol::Http,
+        "",
+        "",
+        &[steady_testkit::dead_addr()],
+    )
+    .replace(
+        "timeout: 2s}",
+        "timeout: 2s, tls: {ca_file: /proc/steady-no/ca.pem}}",
+    );
+    let config = steady_config::parse(&yaml, "steady.yaml").unwrap();
+    let err = steady_proxy::Gateway::start(&config)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("cannot read `tls.ca_file` /proc/steady-no/ca.pem"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_costs_requests_nothing() {
     let backend = Backend::start("b").await;

@@ -1,6 +1,7 @@
 //! An OTLP trace receiver for tests: decodes real `ExportTraceServiceRequest`s sent over
 //! gRPC (a tonic `TraceService`) or HTTP/protobuf (`POST /v1/traces`), keeps the spans,
-//! and can be told to stall.
+//! and can be told to stall. [`OtlpReceiver::start_tls`] serves either over TLS with a
+//! fresh self-signed certificate for `127.0.0.1`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -162,6 +163,8 @@ impl TraceService for Service {
 pub struct OtlpReceiver {
     addr: SocketAddr,
     protocol: OtlpProtocol,
+    /// The self-signed certificate (PEM) when it serves TLS.
+    cert_pem: Option<String>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -169,33 +172,85 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts a receiver speaking `protocol`.
     pub async fn start(protocol: OtlpProtocol) -> OtlpReceiver {
+        OtlpReceiver::serve(protocol, false).await
+    }
+
+    /// Starts a receiver speaking `protocol` over TLS, with a fresh self-signed
+    /// certificate for `127.0.0.1` and `localhost` ([`cert_pem`](Self::cert_pem)).
+    pub async fn start_tls(protocol: OtlpProtocol) -> OtlpReceiver {
+        OtlpReceiver::serve(protocol, true).await
+    }
+
+    async fn serve(protocol: OtlpProtocol, tls: bool) -> OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
+        let cert = tls.then(|| {
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("certificate")
+        });
+        let cert_pem = cert.as_ref().map(|c| c.cert.pem());
         let task = match protocol {
             OtlpProtocol::Grpc => {
                 let service = TraceServiceServer::new(Service(shared.clone()));
+                let mut server = tonic::transport::Server::builder();
+                if let Some(cert) = &cert {
+                    let identity = tonic::transport::Identity::from_pem(
+                        cert.cert.pem(),
+                        cert.key_pair.serialize_pem(),
+                    );
+                    server = server
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                        .expect("server TLS");
+                }
                 tokio::spawn(async move {
-                    let _ = tonic::transport::Server::builder()
+                    let _ = server
                         .add_service(service)
                         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                         .await;
                 })
             }
-            OtlpProtocol::Http => tokio::spawn(serve_http(listener, shared.clone())),
+            OtlpProtocol::Http => {
+                let acceptor = cert.as_ref().map(|cert| {
+                    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+                        cert.key_pair.serialize_der().into(),
+                    );
+                    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .expect("TLS versions")
+                    .with_no_client_auth()
+                    .with_single_cert(vec![cert.cert.der().clone()], key)
+                    .expect("server TLS");
+                    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+                });
+                tokio::spawn(serve_http(listener, acceptor, shared.clone()))
+            }
         };
         OtlpReceiver {
             addr,
             protocol,
+            cert_pem,
             shared,
             task,
         }
     }
 
-    /// The endpoint to configure: `http://127.0.0.1:PORT` (for HTTP, the exporter adds
-    /// `/v1/traces`).
+    /// The endpoint to configure: `http://127.0.0.1:PORT` (`https://` with TLS; for
+    /// HTTP, the exporter adds `/v1/traces`).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The certificate it serves TLS with (PEM), to trust as a CA.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
     }
 
     /// The transport it speaks.
@@ -245,20 +300,30 @@ impl Drop for OtlpReceiver {
     }
 }
 
-async fn serve_http(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(export_http(req, &shared).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => server.serve_connection(TokioIo::new(stream), service).await,
+                    Err(_) => return,
+                },
+                None => server.serve_connection(TokioIo::new(stream), service).await,
+            };
         });
     }
 }
