@@ -163,9 +163,9 @@ def children_of(pid):
     return out
 
 
-def cpu_ticks(pids):
-    """utime+stime (clock ticks) summed over pids; whole thread group per pid."""
-    total = 0
+def cpu_split(pids):
+    """(utime, stime) in clock ticks summed over pids; whole thread group per pid."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -174,8 +174,14 @@ def cpu_ticks(pids):
             continue
         fields = s[s.rfind(")") + 2 :].split()
         # after the comm field: state is fields[0]; utime/stime are stat fields 14/15
-        total += int(fields[11]) + int(fields[12])
-    return total
+        user += int(fields[11])
+        system += int(fields[12])
+    return user, system
+
+
+def cpu_ticks(pids):
+    """utime+stime (clock ticks) summed over pids; whole thread group per pid."""
+    return sum(cpu_split(pids))
 
 
 def core_ticks(cpu):
@@ -542,15 +548,19 @@ class Bench:
         ppids = srv.pids() if srv.key != "backend" else []
         bpids = self.backend.pids()
         o0 = tcp_active_opens()
-        p0, b0, c0, t0 = cpu_ticks(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
+        s0, b0, c0, t0 = cpu_split(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
         r = fn()
-        p1, b1, c1, t1 = cpu_ticks(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
+        s1, b1, c1, t1 = cpu_split(ppids), cpu_ticks(bpids), core_ticks(self.k.server_cpu), time.monotonic()
+        p0, p1 = sum(s0), sum(s1)
         # connections opened during the run (client + proxy->backend); far above ~2x the
         # client connections means the proxy is not reusing backend connections
         r["tcp_connects"] = tcp_active_opens() - o0
         n = max(1, r["requests"])
         tick_us = 1e6 / CLK_TCK
         r["proxy_cpu_us_per_req"] = (p1 - p0) * tick_us / n if ppids else None
+        # the user-space and kernel halves (ticks of 10 ms: rough over a short run)
+        r["proxy_user_us_per_req"] = (s1[0] - s0[0]) * tick_us / n if ppids else None
+        r["proxy_sys_us_per_req"] = (s1[1] - s0[1]) * tick_us / n if ppids else None
         r["backend_cpu_us_per_req"] = (b1 - b0) * tick_us / n
         # share of the server core that was busy (user+sys+irq+softirq), to see saturation
         if c0 and c1 and c1[1] > c0[1]:
@@ -755,6 +765,8 @@ def aggregate(rounds, idle, order):
             "rps_max": max([x["rps"] for x in w], default=None),
             "cpu": med([x["proxy_cpu_us_per_req"] for x in w]),
             "cpu_rate": med([x["proxy_cpu_us_per_req"] for x in o]),
+            "cpu_user": med([x.get("proxy_user_us_per_req") for x in w]),
+            "cpu_sys": med([x.get("proxy_sys_us_per_req") for x in w]),
             "backend_cpu": med([x["backend_cpu_us_per_req"] for x in w]),
             "core_busy": med([x.get("server_core_busy") for x in w]),
             "connects": med([x.get("tcp_connects") for x in w]),
@@ -858,18 +870,32 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
                 ratio(s.get("kib_per_conn"), p.get("kib_per_conn")),
             ]) + " |")
         L.append("")
+        # the same CPU ratios round by round: the spread says how far to trust a median
+        L.append("CPU µs/req ratio in each round (closed loop; at the constant rate):")
+        L.append("")
+        for num, peer in (("steady", "haproxy"), ("steady", "nginx"), ("steady-all", "steady")):
+            per = {}
+            for mode in ("wrk", "oha"):
+                per[mode] = [r[num][mode]["proxy_cpu_us_per_req"] / r[peer][mode]["proxy_cpu_us_per_req"]
+                             for r in rounds
+                             if r.get(num, {}).get(mode) and r.get(peer, {}).get(mode)
+                             and r[peer][mode].get("proxy_cpu_us_per_req")]
+            if per["wrk"] or per["oha"]:
+                L.append(f"- {num}/{peer}: " + " ".join(f"{x:.2f}" for x in per["wrk"]) + "; "
+                         + " ".join(f"{x:.2f}" for x in per["oha"]))
+        L.append("")
     else:
         L.append(f"Ratios: n/a, steady was skipped ({bench.skipped.get('steady', 'not in TARGETS')}).")
         L.append("")
     # spread
     L.append("Spread across rounds (min - max), to judge noise:")
     L.append("")
-    L.append("| target | req/s min | req/s max | p99 µs min | p99 µs max | backend CPU µs/req | server core busy (wrk) | TCP connects per wrk run | oha achieved req/s |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    L.append("| target | req/s min | req/s max | p99 µs min | p99 µs max | CPU µs/req user + sys (wrk) | backend CPU µs/req | server core busy (wrk) | TCP connects per wrk run | oha achieved req/s |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for key in order:
         a = agg[key]
         L.append(f"| {LABELS.get(key, key)} | {fmt(a['rps_min'])} | {fmt(a['rps_max'])} | {fmt(a['p99_min'])} | "
-                 f"{fmt(a['p99_max'])} | {fmt(a['backend_cpu'], 2)} | "
+                 f"{fmt(a['p99_max'])} | {fmt(a['cpu_user'], 1)} + {fmt(a['cpu_sys'], 1)} | {fmt(a['backend_cpu'], 2)} | "
                  f"{fmt(a['core_busy'] * 100 if a['core_busy'] is not None else None)}% | {fmt(a['connects'])} | {fmt(a['oha_rps'])} |")
     L.append("")
     if idle:
@@ -1021,11 +1047,68 @@ def callgrind(knobs, workdir):
 
 
 # ---------------------------------------------------------------------------
+# syscalls mode: system calls per request, by call (strace -c attached after warm-up)
+
+
+def syscalls(knobs, workdir):
+    targets = os.environ.get("TARGETS", "steady,haproxy,nginx").split(",")
+    n = env_int("REQUESTS", 20000)
+    conns = env_int("CONNS", 32)
+    b = Bench(knobs, workdir)
+    tables = []
+    try:
+        b.start_backend()
+        for key in targets:
+            s = b.start_proxy(key)
+            if not s:
+                sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
+
+            def load(count):
+                cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
+                       "--no-tui", "--output-format", "json", f"http://127.0.0.1:{s.port}/"]
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
+                return sum(v for c, v in codes.items() if str(c).startswith("2"))
+
+            load(max(500, n // 10))
+            out = os.path.join(workdir, f"strace-{key}.txt")
+            # Every process of the proxy (nginx's workers are children of its master).
+            pids = [str(s.proc.pid)] + subprocess.run(
+                ["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout.split()
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", p)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            ok = load(n)
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
+            calls = {}
+            for line in open(out):
+                f = line.split()
+                if len(f) >= 5 and f[-1] != "total" and f[0][0].isdigit():
+                    count = int(f[3])
+                    calls[f[-1]] = count
+            tables.append((key, ok, calls))
+            log(f"{key}: {ok} ok of {n}, {sum(calls.values()) / max(1, ok):.2f} syscalls/request")
+            b.procs.stop(s.proc)
+    finally:
+        b.procs.stop_all()
+    names = sorted({c for _, _, calls in tables for c in calls},
+                   key=lambda c: -max(calls.get(c, 0) / max(1, ok) for _, ok, calls in tables))
+    print("\n| syscall | " + " | ".join(k for k, _, _ in tables) + " |")
+    print("|---|" + "---|" * len(tables))
+    print("| **all, per request** | " + " | ".join(f"{sum(c.values()) / max(1, ok):.2f}" for _, ok, c in tables) + " |")
+    for name in names:
+        per = [calls.get(name, 0) / max(1, ok) for _, ok, calls in tables]
+        if max(per) >= 0.01:
+            print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in per) + " |")
+
+
+# ---------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description="steady benchmark orchestrator (use bench/run.sh)")
-    ap.add_argument("mode", choices=["run", "profile", "callgrind"])
+    ap.add_argument("mode", choices=["run", "profile", "callgrind", "syscalls"])
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
     knobs = Knobs()
@@ -1042,6 +1125,9 @@ def main():
         return
     if args.mode == "callgrind":
         callgrind(knobs, args.workdir)
+        return
+    if args.mode == "syscalls":
+        syscalls(knobs, args.workdir)
         return
 
     bench = Bench(knobs, args.workdir)

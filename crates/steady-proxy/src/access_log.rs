@@ -141,8 +141,10 @@ pub struct PendingLine {
     ttfb: Duration,
     client: SocketAddr,
     method: http::Method,
-    /// The request target and `Host` (reference-counted clones, no copy).
-    uri: http::Uri,
+    /// The request target's path and query, and the authority of an absolute-form
+    /// target (reference-counted clones, no copy), and the `Host` header.
+    path: Option<http::uri::PathAndQuery>,
+    authority: Option<http::uri::Authority>,
     host: Option<http::HeaderValue>,
     status: u16,
     bytes_in: u64,
@@ -170,7 +172,8 @@ impl PendingLine {
             ttfb: Duration::ZERO,
             client,
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: req.uri().path_and_query().cloned(),
+            authority: req.uri().authority().cloned(),
             host,
             status: 0,
             bytes_in,
@@ -218,11 +221,11 @@ impl PendingLine {
             client: Some(self.client),
             method: self.method.as_str(),
             host: self
-                .uri
-                .authority()
+                .authority
+                .as_ref()
                 .map(|a| a.as_str().as_bytes())
                 .or_else(|| self.host.as_ref().map(|h| h.as_bytes())),
-            path: self.uri.path(),
+            path: target_path(self.path.as_ref(), self.authority.is_some()),
             status: self.status,
             route: route.map(|(r, _)| &**r),
             upstream: route.map(|(_, u)| &**u),
@@ -235,6 +238,17 @@ impl PendingLine {
             ttfb: Some(self.ttfb),
             failure: facts.failure,
         });
+    }
+}
+
+/// The path of a request target, as `Uri::path` gives it, from its parts: `/` for an
+/// absolute-form target without a path (which has a path-and-query), empty for an
+/// authority-form (CONNECT) target.
+fn target_path(path: Option<&http::uri::PathAndQuery>, authority: bool) -> &str {
+    match path {
+        Some(p) => p.path(),
+        None if authority => "",
+        None => "/",
     }
 }
 
@@ -1041,6 +1055,25 @@ mod tests {
             json_str(&mut out, text);
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn the_target_path_is_the_uris() {
+        for target in [
+            "/a/b?c=1",
+            "/",
+            "*",
+            "http://a.example",
+            "http://a.example/x?y",
+            "a.example:443",
+        ] {
+            let uri: http::Uri = target.parse().unwrap();
+            assert_eq!(
+                target_path(uri.path_and_query(), uri.authority().is_some()),
+                uri.path(),
+                "{target}"
+            );
         }
     }
 

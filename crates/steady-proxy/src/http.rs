@@ -123,15 +123,18 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     conn.request_started(req.version() == Version::HTTP_2);
     let _guard = InFlightOnConn(&conn);
+    // One clock read serves the pick, the endpoint's latency sample, the metrics and the
+    // access log's and span's start.
+    let start = tokio::time::Instant::now().into_std();
     let log = listener.access_log.load_full();
     let tracer = listener.tracer.load_full();
     if log.is_none() && tracer.is_none() {
-        return Ok(proxy(&listener, client, req, Observer::default()).await);
+        return Ok(proxy(&listener, client, req, start, Observer::default()).await);
     }
     // With an access log or span export: the phases note what they learn in the line's
     // facts and the span's record (through the `Observer`), and the line is written
-    // (the span decided) when the response body ends. One clock read each for both.
-    let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
+    // (the span decided) when the response body ends.
+    let arrived = (crate::clock::wall_time(start), start);
     let host = req.headers().get(header::HOST);
     let line = log
         .map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived, host.cloned()));
@@ -144,7 +147,7 @@ pub async fn handle(
         facts: observation.line().map(|l| l.facts()),
         spans: observation.span().map(|s| s.record()),
     };
-    let response = proxy(&listener, client, req, observer).await;
+    let response = proxy(&listener, client, req, start, observer).await;
     if let Some(kind) = response.extensions().get::<Kind>() {
         observer.fail(kind.reason());
     }
@@ -210,10 +213,9 @@ async fn proxy(
     listener: &HttpListener,
     client: SocketAddr,
     req: Request<Incoming>,
+    start: std::time::Instant,
     obs: Observer<'_>,
 ) -> Response<ResponseBody> {
-    // One clock read serves the pick, the endpoint's latency sample and the metrics.
-    let start = tokio::time::Instant::now().into_std();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
     obs.request_id(&request_id);
@@ -935,20 +937,24 @@ async fn attempt(
         span,
         endpoint: endpoint.addr(),
         // Now, not `start`: queueing and injected delays are not the upstream's time.
-        start: std::time::Instant::now(),
+        // (Tokio's clock, as the exchange's end reading is.)
+        start: tokio::time::Instant::now().into_std(),
+        end: None,
         outcome: None,
     });
+    let mut ended = None;
     let result = exchange(
         route,
         endpoint,
         upstream_req,
         verdict,
-        deadline,
-        start,
+        (deadline, start),
         trace,
+        &mut ended,
     )
     .await;
     if let Some(note) = &mut note {
+        note.end = ended;
         note.outcome = Some(match &result {
             Ok((response, _)) => Ok(response.status().as_u16()),
             Err(kind) => Err(*kind),
@@ -965,15 +971,16 @@ fn trace_id(parts: &http::request::Parts) -> Option<TraceId> {
         .map(|t| t.ids().0)
 }
 
-/// One attempt's exchange: see [`attempt`].
+/// One attempt's exchange: see [`attempt`]. `ended` gets the clock reading taken when
+/// the attempt ended (the response head, a failure or the deadline), if it did.
 async fn exchange(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
     upstream_req: Request<RequestBody>,
     verdict: Option<&BodyVerdict>,
-    deadline: Duration,
-    start: std::time::Instant,
+    (deadline, start): (Duration, std::time::Instant),
     trace: Option<TraceId>,
+    ended: &mut Option<std::time::Instant>,
 ) -> Result<Exchanged, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
@@ -996,6 +1003,7 @@ async fn exchange(
     };
     let result = tokio::time::timeout(deadline, exchange).await;
     let now = tokio::time::Instant::now().into_std();
+    *ended = Some(now);
     let response = match result {
         Err(_elapsed) => {
             // Still waiting for the client's body: the client is slow, not the endpoint.
@@ -1060,13 +1068,15 @@ struct AttemptNote<'a> {
     span: Option<(&'a crate::otel::RequestSpans, crate::otel::AttemptSpan)>,
     endpoint: SocketAddr,
     start: std::time::Instant,
+    /// The exchange's own reading of when the attempt ended; `None` if it was cancelled.
+    end: Option<std::time::Instant>,
     /// Set when the attempt returns; left `None` if it was cancelled.
     outcome: Option<Result<u16, Kind>>,
 }
 
 impl Drop for AttemptNote<'_> {
     fn drop(&mut self) {
-        let end = std::time::Instant::now();
+        let end = self.end.unwrap_or_else(std::time::Instant::now);
         if let Some(facts) = self.facts {
             facts.attempt(self.endpoint, end.saturating_duration_since(self.start));
         }

@@ -41,6 +41,8 @@
 //! - [`tcp`]: L4 proxying.
 //! - `text`: hex, integers and addresses formatted into byte buffers for headers and
 //!   log lines, without `core::fmt`.
+//! - `clock`: the wall-clock time of a request's arrival, derived from its monotonic
+//!   instant (one clock read per request, not two).
 //! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt,
 //!   the head sampling decision.
 //! - [`otel`]: span export: a span per request and per attempt recorded cheaply, kept
@@ -52,6 +54,7 @@ pub mod access_log;
 pub mod admit;
 pub mod body;
 pub mod breakers;
+mod clock;
 pub mod conn;
 pub mod error;
 pub mod events;

@@ -1,0 +1,66 @@
+//! The wall-clock time of a monotonic instant, without a second clock read per request.
+//!
+//! A request's log line and span carry the wall-clock time it arrived, and its durations
+//! come from the monotonic clock. Reading both clocks per request costs a second
+//! `clock_gettime`; instead each thread keeps one pair read together and derives the wall
+//! time of later instants from it, re-reading the pair once a second so a wall-clock
+//! step (NTP) shows within a second.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a thread's pair of readings serves before it is read again.
+const REFRESH: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+}
+
+/// The wall-clock time at `at` (an instant of the recent past or the present).
+pub(crate) fn wall_time(at: Instant) -> SystemTime {
+    ANCHOR.with(|anchor| {
+        let near = |mono: Instant| {
+            let gap = at
+                .checked_duration_since(mono)
+                .unwrap_or_else(|| mono.duration_since(at));
+            gap < REFRESH
+        };
+        let (mono, wall) = match anchor.get() {
+            Some((mono, wall)) if near(mono) => (mono, wall),
+            _ => {
+                let pair = (Instant::now(), SystemTime::now());
+                anchor.set(Some(pair));
+                pair
+            }
+        };
+        match at.checked_duration_since(mono) {
+            Some(since) => wall + since,
+            None => wall - mono.duration_since(at),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_wall_times_track_the_system_clock() {
+        for _ in 0..3 {
+            let before = SystemTime::now();
+            let derived = wall_time(Instant::now());
+            let after = SystemTime::now();
+            // Within the time between the reads, give or take the pair's own gap.
+            let slack = Duration::from_millis(5);
+            assert!(derived + slack >= before && derived <= after + slack);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // An instant before the anchor still maps (a request that arrived before a
+        // refresh on its thread).
+        let earlier = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        let _ = wall_time(Instant::now() + REFRESH + Duration::from_millis(1));
+        let t = wall_time(earlier);
+        assert!(t <= SystemTime::now());
+    }
+}
