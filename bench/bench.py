@@ -988,6 +988,15 @@ def profile_with(b, knobs, workdir, target, callgraph, freq):
     log(f"perf data kept at {out_data}; explore with: perf report -i {out_data}")
 
 
+def oha_count(knobs, port, count, conns):
+    """Sends `count` keep-alive GETs with oha from the load generator's CPU; returns the 2xx."""
+    cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
+           "--no-tui", "--output-format", "json", f"http://127.0.0.1:{port}/"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
+    return sum(v for c, v in codes.items() if str(c).startswith("2"))
+
+
 # ---------------------------------------------------------------------------
 # callgrind mode: user-space instructions per request, repeatable to the last digit
 
@@ -1014,11 +1023,7 @@ def callgrind(knobs, workdir):
             pid = s.proc.pid
 
             def load(count):
-                cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
-                       "--no-tui", "--output-format", "json", f"http://127.0.0.1:{s.port}/"]
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
-                return sum(v for c, v in codes.items() if str(c).startswith("2"))
+                return oha_count(knobs, s.port, count, conns)
 
             load(max(500, n // 10))  # warm-up: pools, lazy statics, allocator caches
             subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
@@ -1064,11 +1069,7 @@ def syscalls(knobs, workdir):
                 sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
 
             def load(count):
-                cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
-                       "--no-tui", "--output-format", "json", f"http://127.0.0.1:{s.port}/"]
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
-                return sum(v for c, v in codes.items() if str(c).startswith("2"))
+                return oha_count(knobs, s.port, count, conns)
 
             load(max(500, n // 10))
             out = os.path.join(workdir, f"strace-{key}.txt")
