@@ -18,8 +18,8 @@
 //! - [`alertmanager::Alertmanager`]: a real Alertmanager (Debian's
 //!   `prometheus-alertmanager`) on a free loopback port, for the alerting tests.
 //! - [`OtlpReceiver`] ([`otlp`]): an OTLP trace receiver (gRPC via tonic, or
-//!   HTTP/protobuf on `/v1/traces`) that decodes real export requests, keeps the spans
-//!   and can stall.
+//!   HTTP/protobuf on `/v1/traces`, plain or TLS) that decodes real export requests,
+//!   keeps the spans and can stall.
 //! - [`free_port`]: a currently free loopback port, for processes that need one up front.
 //! - [`harness`]: runs the real `steady serve` binary, reads its admin API and logs, and
 //!   drives it with a bounded load (chaos tests and `bench/chaos.sh`).
