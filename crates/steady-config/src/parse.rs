@@ -144,7 +144,8 @@ fn parse_with(text: &str, origin: &str, base_dir: Option<PathBuf>) -> Result<Con
 }
 
 /// Normalizes a valid config: header names and hosts to lower case (both are
-/// case-insensitive), relative TLS paths joined to `base_dir`.
+/// case-insensitive), relative TLS paths (listeners' certificates and keys, the OTLP
+/// receiver's CA file) joined to `base_dir`.
 fn normalize(config: &mut Config, base_dir: Option<&Path>) {
     for route in &mut config.routes {
         let matcher = &mut route.matcher;
@@ -161,6 +162,10 @@ fn normalize(config: &mut Config, base_dir: Option<&Path>) {
             tls.cert = resolve(base_dir, &tls.cert);
             tls.key = resolve(base_dir, &tls.key);
         }
+    }
+    let otlp_tls = config.tracing.as_mut().and_then(|t| t.otlp.tls.as_mut());
+    if let Some(ca) = otlp_tls.and_then(|t| t.ca_file.as_mut()) {
+        *ca = resolve(base_dir, ca);
     }
 }
 

@@ -62,9 +62,10 @@ pub struct Otlp {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpTls {
-    /// PEM file of CA certificates trusted as well as the system's (a private CA).
+    /// PEM file of CA certificates trusted as well as the system's (a private CA); a
+    /// relative path is resolved against the config file's directory.
     #[serde(default)]
-    pub ca_file: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The OTLP transport.
@@ -142,16 +143,11 @@ impl Tracing {
         if let Err(message) = check_endpoint(&self.otlp.endpoint) {
             out.push(("otlp", message));
         }
-        if let Some(tls) = &self.otlp.tls {
-            if !self.otlp.is_tls() {
-                out.push((
-                    "otlp",
-                    "`tls` applies only to an `https://` endpoint".to_string(),
-                ));
-            }
-            if tls.ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
-                out.push(("otlp", "`tls.ca_file` must be a file path".to_string()));
-            }
+        if self.otlp.tls.is_some() && !self.otlp.is_tls() {
+            out.push((
+                "otlp",
+                "`tls` applies only to an `https://` endpoint".to_string(),
+            ));
         }
         if self.otlp.timeout.is_zero() {
             out.push(("otlp", "`timeout` must be greater than 0s".to_string()));

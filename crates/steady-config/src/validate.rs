@@ -128,6 +128,11 @@ pub(crate) fn check(config: &Config, ctx: &Context) -> Vec<Issue> {
         }
     }
     if let Some(tracing) = &config.tracing {
+        let ca_file = tracing.otlp.tls.as_ref().and_then(|t| t.ca_file.as_ref());
+        if let Some(file) = ca_file {
+            let at = root.key("tracing").key("otlp").key("tls").key("ca_file");
+            check_pem_file(file, "CA certificate", at, ctx, &mut issues);
+        }
         for (field, message) in tracing.problems() {
             issues.push(Issue::new(root.key("tracing").key(field), message));
         }
@@ -511,31 +516,42 @@ fn check_tls_files(tls: &Tls, path: &FieldPath, ctx: &Context, issues: &mut Vec<
         ("cert", &tls.cert, "certificate"),
         ("key", &tls.key, "private key"),
     ] {
-        let field_path = path.key(field);
-        if file.as_os_str().is_empty() {
-            issues.push(Issue::new(
-                field_path,
-                format!("empty; give the {what} file (PEM)"),
-            ));
-            continue;
-        }
-        let resolved = resolve(ctx.base_dir.as_deref(), file);
-        let shown = resolved.display();
-        match std::fs::metadata(&resolved) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => issues.push(Issue::new(
-                field_path,
-                format!("{what} `{shown}` is not a file"),
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => issues.push(Issue::new(
-                field_path,
-                format!("{what} file `{shown}` does not exist"),
-            )),
-            Err(e) => issues.push(Issue::new(
-                field_path,
-                format!("cannot read {what} file `{shown}`: {e}"),
-            )),
-        }
+        check_pem_file(file, what, path.key(field), ctx, issues);
+    }
+}
+
+/// Reports a PEM file (`what`, at `field_path`) that is not given, missing, not a file or
+/// unreadable, resolved the way the proxy will open it.
+fn check_pem_file(
+    file: &Path,
+    what: &str,
+    field_path: FieldPath,
+    ctx: &Context,
+    issues: &mut Vec<Issue>,
+) {
+    if file.as_os_str().is_empty() {
+        issues.push(Issue::new(
+            field_path,
+            format!("empty; give the {what} file (PEM)"),
+        ));
+        return;
+    }
+    let resolved = resolve(ctx.base_dir.as_deref(), file);
+    let shown = resolved.display();
+    match std::fs::metadata(&resolved) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => issues.push(Issue::new(
+            field_path,
+            format!("{what} `{shown}` is not a file"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => issues.push(Issue::new(
+            field_path,
+            format!("{what} file `{shown}` does not exist"),
+        )),
+        Err(e) => issues.push(Issue::new(
+            field_path,
+            format!("cannot read {what} file `{shown}`: {e}"),
+        )),
     }
 }
 

@@ -88,19 +88,31 @@ fn bad_values_are_located() {
 }
 
 #[test]
-fn an_https_endpoint_takes_a_private_ca() {
-    let config = parse(
-        &format!(
-            "{BASE}tracing:\n  otlp: {{endpoint: \"https://collector.example:4318\", protocol: http, tls: {{ca_file: /etc/steady/ca.pem}}}}\n"
+fn an_https_endpoint_takes_a_private_ca_relative_to_the_config() {
+    let dir = std::env::temp_dir().join(format!("steady-cfg-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let file = dir.join("steady.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{BASE}tracing:\n  otlp: {{endpoint: \"https://collector.example:4318\", protocol: http, tls: {{ca_file: ca.pem}}}}\n"
         ),
-        "steady.yaml",
     )
     .unwrap();
+    let config = steady_config::load(&file).unwrap();
     let otlp = config.tracing.unwrap().otlp;
     assert!(otlp.is_tls());
     assert_eq!(otlp.url(), "https://collector.example:4318/v1/traces");
-    assert_eq!(
-        otlp.tls.unwrap().ca_file.as_deref(),
-        Some("/etc/steady/ca.pem")
+    assert_eq!(otlp.tls.unwrap().ca_file, Some(dir.join("ca.pem")));
+
+    // A CA file that is not there is reported where it is named.
+    let e = errors(
+        "tracing:\n  otlp: {endpoint: \"https://c:4317\", tls: {ca_file: /nonexistent/ca.pem}}\n",
+    );
+    has(&e, "tracing.otlp.tls.ca_file");
+    has(
+        &e,
+        "CA certificate file `/nonexistent/ca.pem` does not exist",
     );
 }

@@ -266,10 +266,7 @@ fn build_exporter(
 ) -> Result<opentelemetry_otlp::SpanExporter, TracerError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let ca = match otlp.tls.as_ref().and_then(|t| t.ca_file.as_deref()) {
-        Some(path) if otlp.is_tls() => Some(
-            std::fs::read(path)
-                .map_err(|e| TracerError::Tls(format!("cannot read `tls.ca_file` {path}: {e}")))?,
-        ),
+        Some(path) if otlp.is_tls() => Some(read_ca(path)?),
         _ => None,
     };
     let built = match otlp.protocol {
@@ -284,7 +281,7 @@ fn build_exporter(
             if otlp.is_tls() {
                 use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
                 let mut tls = ClientTlsConfig::new().with_native_roots();
-                if let Some(pem) = &ca {
+                if let Some((pem, _)) = &ca {
                     tls = tls.ca_certificate(Certificate::from_pem(pem));
                 }
                 grpc = grpc.with_tls_config(tls);
@@ -296,7 +293,7 @@ fn build_exporter(
             .with_endpoint(otlp.url())
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_timeout(otlp.timeout)
-            .with_http_client(http_client(otlp, ca.as_deref())?)
+            .with_http_client(http_client(otlp, ca.map(|(_, certs)| certs))?)
             .with_headers(
                 headers
                     .iter()
@@ -318,17 +315,13 @@ fn build_exporter(
 /// with ring, trusting the system's roots and `ca` when given).
 fn http_client(
     otlp: &Otlp,
-    ca: Option<&[u8]>,
+    ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 ) -> Result<opentelemetry_http::hyper::HyperClient<HttpsConnector>, TracerError> {
     let mut roots = rustls::RootCertStore::empty();
     if otlp.is_tls() {
         let found = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(found.certs);
-        if let Some(pem) = ca {
-            use rustls_pki_types::pem::PemObject as _;
-            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| TracerError::Tls(format!("`tls.ca_file` is not PEM: {e}")))?;
+        if let Some(certs) = ca {
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
                 return Err(TracerError::Tls(
@@ -363,6 +356,27 @@ fn http_client(
         otlp.timeout,
         None,
     ))
+}
+
+/// Reads `tls.ca_file`: its PEM text (for tonic) and its certificates (for rustls); a
+/// file that cannot be read or holds no certificate is an error at start (or reload),
+/// for either protocol.
+fn read_ca(
+    path: &std::path::Path,
+) -> Result<(Vec<u8>, Vec<rustls_pki_types::CertificateDer<'static>>), TracerError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let shown = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|e| TracerError::Tls(format!("cannot read `tls.ca_file` {shown}: {e}")))?;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TracerError::Tls(format!("`tls.ca_file` {shown} is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TracerError::Tls(format!(
+            "`tls.ca_file` {shown} holds no certificate (PEM `BEGIN CERTIFICATE`)"
+        )));
+    }
+    Ok((pem, certs))
 }
 
 type HttpsConnector =

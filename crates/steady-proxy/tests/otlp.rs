@@ -338,30 +338,34 @@ async fn an_untrusted_receiver_certificate_fails_export_not_requests() {
     }
 }
 
-/// A `ca_file` that cannot be read stops the start with the reason.
+/// A `ca_file` without a certificate stops the start with the reason, for either
+/// protocol.
 #[tokio::test]
-async fn an_unreadable_ca_file_fails_the_start_with_the_reason() {
-    let yaml = config(
-        "https://127.0.0.1:4317",
-        OtlpProtocol::Http,
-        "",
-        "",
-        &[steady_testkit::dead_addr()],
-    )
-    .replace(
-        "timeout: 2s}",
-        "timeout: 2s, tls: {ca_file: /proc/steady-no/ca.pem}}",
-    );
-    let config = steady_config::parse(&yaml, "steady.yaml").unwrap();
-    let err = steady_proxy::Gateway::start(&config)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(
-        err.contains("cannot read `tls.ca_file` /proc/steady-no/ca.pem"),
-        "{err}"
-    );
+async fn a_ca_file_without_a_certificate_fails_the_start_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("steady-otlp-badca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    for proto in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
+        let yaml = config(
+            "https://127.0.0.1:4317",
+            proto,
+            "",
+            "",
+            &[steady_testkit::dead_addr()],
+        )
+        .replace(
+            "timeout: 2s}",
+            &format!("timeout: 2s, tls: {{ca_file: '{}'}}}}", path.display()),
+        );
+        let config = steady_config::parse(&yaml, "steady.yaml").unwrap();
+        let err = steady_proxy::Gateway::start(&config)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("holds no certificate"), "{proto:?}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
