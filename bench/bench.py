@@ -1016,6 +1016,9 @@ def callgrind(knobs, workdir):
             # DUMP_INSTR=1 keeps per-instruction counts (for reading the hot assembly).
             instr = "yes" if os.environ.get("DUMP_INSTR") == "1" else "no"
             b.wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"--dump-instr={instr}"]
+            # CACHE_SIM=1 also simulates the caches (misses per request in the profile).
+            if os.environ.get("CACHE_SIM") == "1":
+                b.wrap.append("--cache-sim=yes")
             knobs.steady_start_timeout = max(knobs.steady_start_timeout, 60)
             s = b.start_proxy(key)
             if not s:
