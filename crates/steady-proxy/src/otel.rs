@@ -13,7 +13,9 @@
 //! it holds `batch.max_queue` spans, new ones are dropped and counted. The export
 //! thread groups spans into batches of `batch.max_batch` (or whatever waited
 //! `batch.interval`) and sends them with `opentelemetry-otlp` (gRPC through tonic, or
-//! HTTP/protobuf through hyper), each export bounded by `otlp.timeout`.
+//! HTTP/protobuf through hyper), each export bounded by `otlp.timeout`. An `https://`
+//! endpoint is reached over rustls, verified against the system's roots and
+//! `otlp.tls.ca_file`.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
