@@ -25,34 +25,50 @@ const EXCERPT_CHARS: usize = 200;
 /// Builds the client; with `tls`, trusts the system's root certificates and fails
 /// when there are none.
 pub(crate) fn build(tls: bool) -> Result<HttpClient, ()> {
-    let mut roots = rustls::RootCertStore::empty();
-    if tls {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::warn!(error = %e, "could not load some system root certificates");
-        }
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            return Err(());
-        }
+    let roots = if tls {
+        system_roots()
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    if tls && roots.is_empty() {
+        return Err(());
     }
+    let connector = https_connector(roots).map_err(|_| ())?;
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector))
+}
+
+/// The system's root certificates (those that fail to load are logged and skipped).
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(error = %e, "could not load some system root certificates");
+    }
+    roots.add_parsable_certificates(found.certs);
+    roots
+}
+
+/// A connector for `http://` and `https://` URLs, HTTP/1.1, TCP_NODELAY: TLS through
+/// rustls with ring, verifying servers against `roots`. steady's outbound HTTP clients
+/// (notifiers, OTLP/HTTP span export) share it.
+pub fn https_connector(
+    roots: rustls::RootCertStore,
+) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|_| ())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let connector = HttpsConnectorBuilder::new()
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector))
+        .wrap_connector(http))
 }
 
 /// Makes `call` once: Ok on any 2xx answered within `timeout`.

@@ -14,7 +14,9 @@
 //! - `receiver`: one module per API, building the request for an alert change.
 //!   Pure: no I/O.
 //! - `worker`: the per-notifier task: queue, retries, Alertmanager re-sends.
-//! - `client`: the shared HTTP(S) client (hyper, rustls with ring) and one attempt.
+//! - `client`: the shared HTTP(S) client (hyper, rustls with ring) and one attempt;
+//!   its connector ([`https_connector`], [`system_roots`]) also serves steady's OTLP/HTTP
+//!   span export.
 //! - `backoff`: exponential back-off with jitter. Pure.
 //! - `secret`: keys read from the environment or a file, never printed.
 //! - `metrics`: `steady_notifications_total` and friends.
@@ -40,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use crate::alert::Alert;
+pub use crate::client::{https_connector, system_roots};
 pub use crate::error::NotifyError;
 pub use crate::metrics::Metrics;
 

@@ -321,8 +321,7 @@ fn http_client(
 ) -> Result<opentelemetry_http::hyper::HyperClient<HttpsConnector>, TracerError> {
     let mut roots = rustls::RootCertStore::empty();
     if otlp.is_tls() {
-        let found = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(found.certs);
+        roots = steady_notify::system_roots();
         if let Some(certs) = ca {
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
@@ -339,20 +338,8 @@ fn http_client(
             ));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TracerError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
+    let connector =
+        steady_notify::https_connector(roots).map_err(|e| TracerError::Tls(e.to_string()))?;
     Ok(opentelemetry_http::hyper::HyperClient::new(
         connector,
         otlp.timeout,
