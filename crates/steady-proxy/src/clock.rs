@@ -18,25 +18,24 @@ thread_local! {
 
 /// The wall-clock time at `at` (an instant of the recent past or the present).
 pub(crate) fn wall_time(at: Instant) -> SystemTime {
-    ANCHOR.with(|anchor| {
-        let near = |mono: Instant| {
-            let gap = at
-                .checked_duration_since(mono)
-                .unwrap_or_else(|| mono.duration_since(at));
-            gap < REFRESH
-        };
-        let (mono, wall) = match anchor.get() {
-            Some((mono, wall)) if near(mono) => (mono, wall),
-            _ => {
-                let pair = (Instant::now(), SystemTime::now());
-                anchor.set(Some(pair));
-                pair
-            }
-        };
-        match at.checked_duration_since(mono) {
-            Some(since) => wall + since,
-            None => wall - mono.duration_since(at),
+    // The wall time at `at` from a pair read together, if `at` is less than `within`
+    // from it.
+    let derive = |(mono, wall): (Instant, SystemTime), within: Duration| match at
+        .checked_duration_since(mono)
+    {
+        Some(after) => (after < within).then(|| wall + after),
+        None => {
+            let before = mono.duration_since(at);
+            (before < within).then(|| wall - before)
         }
+    };
+    ANCHOR.with(|anchor| {
+        let cached = anchor.get().and_then(|pair| derive(pair, REFRESH));
+        cached.unwrap_or_else(|| {
+            let pair = (Instant::now(), SystemTime::now());
+            anchor.set(Some(pair));
+            derive(pair, Duration::MAX).unwrap_or(pair.1)
+        })
     })
 }
 
