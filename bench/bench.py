@@ -1025,12 +1025,9 @@ def callgrind(knobs, workdir):
                 sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
             pid = s.proc.pid
 
-            def load(count):
-                return oha_count(knobs, s.port, count, conns)
-
-            load(max(500, n // 10))  # warm-up: pools, lazy statics, allocator caches
+            oha_count(knobs, s.port, max(500, n // 10), conns)  # warm-up: pools, lazy statics, allocator caches
             subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
-            ok = load(n)
+            ok = oha_count(knobs, s.port, n, conns)
             subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
             time.sleep(0.5)
             dumps = sorted(glob.glob(out + ".*"), key=os.path.getmtime)
@@ -1070,11 +1067,7 @@ def syscalls(knobs, workdir):
             s = b.start_proxy(key)
             if not s:
                 sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
-
-            def load(count):
-                return oha_count(knobs, s.port, count, conns)
-
-            load(max(500, n // 10))
+            oha_count(knobs, s.port, max(500, n // 10), conns)
             out = os.path.join(workdir, f"strace-{key}.txt")
             # Every process of the proxy (nginx's workers are children of its master).
             pids = [str(s.proc.pid)] + subprocess.run(
@@ -1082,7 +1075,7 @@ def syscalls(knobs, workdir):
             tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", p)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            ok = load(n)
+            ok = oha_count(knobs, s.port, n, conns)
             tracer.send_signal(signal.SIGINT)
             tracer.wait(timeout=30)
             calls = {}

@@ -4,11 +4,10 @@
 //! A request formats its line (only the configured fields) straight into its worker
 //! thread's own batch: a `Vec<u8>` behind a mutex that only the worker and, every 10 ms,
 //! the writer thread touch, so a line costs no allocation, no wake-up and no shared
-//! cache line between workers. A batch holds at
-//! most `buffer` lines; past that a line is dropped and counted
-//! (`steady_access_log_lines_total{result="dropped"}`), never waited for. The writer
-//! thread swaps each batch for an empty one, writes it in one call, and rotates a file
-//! log by size (through the `file-rotate` crate, which also renames, gzips and prunes old
+//! cache line between workers. A batch holds at most `buffer` lines; past that a line is
+//! dropped and counted (`steady_access_log_lines_total{result="dropped"}`), never waited
+//! for. The writer thread swaps each batch for an emptied one, writes it in one call,
+//! and rotates a file log by size (through the `file-rotate` crate, which also renames, gzips and prunes old
 //! files) and by age. Dropping the [`AccessLog`] writes what was accepted and ends the
 //! thread.
 
@@ -241,9 +240,9 @@ impl PendingLine {
     }
 }
 
-/// The path of a request target, as `Uri::path` gives it, from its parts: `/` for an
-/// absolute-form target without a path (which has a path-and-query), empty for an
-/// authority-form (CONNECT) target.
+/// The path of a request target, as `Uri::path` gives it, from its parts: the
+/// path-and-query's path (`/` for an absolute-form target written without one), empty
+/// for an authority-form (CONNECT) target, which has no path-and-query.
 fn target_path(path: Option<&http::uri::PathAndQuery>, authority: bool) -> &str {
     match path {
         Some(p) => p.path(),
