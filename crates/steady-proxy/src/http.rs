@@ -839,7 +839,7 @@ fn upstream_request(
 type Outgoing = (Request<RequestBody>, Option<crate::otel::AttemptSpan>);
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
-fn is_idempotent(method: &http::Method) -> bool {
+pub(crate) fn is_idempotent(method: &http::Method) -> bool {
     use http::Method;
     matches!(
         *method,
@@ -860,7 +860,7 @@ fn retry_reason(
         Err(Kind::Connect) if wants(RetryOn::ConnectFailure) => Some("connect-failure"),
         Err(Kind::UpstreamProtocol) if idempotent && wants(RetryOn::Reset) => Some("reset"),
         Err(Kind::Timeout) if idempotent && wants(RetryOn::Timeout) => Some("timeout"),
-        Ok((response, _)) if idempotent => {
+        Ok(response) if idempotent => {
             let code = response.status().as_u16();
             let listed = wants(RetryOn::Status(code))
                 || ((500..=599).contains(&code) && wants(RetryOn::Any5xx));
@@ -911,8 +911,8 @@ fn upstream_uri(
     }
 }
 
-/// An upstream's response head and, for pooled HTTP/1.1, the connection it came on.
-type Exchanged = (Response<Incoming>, Option<crate::pool::Lease>);
+/// An upstream's response, its body still to be read from the upstream.
+type Exchanged = Response<ResponseBody>;
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
@@ -956,7 +956,7 @@ async fn attempt(
     if let Some(note) = &mut note {
         note.end = ended;
         note.outcome = Some(match &result {
-            Ok((response, _)) => Ok(response.status().as_u16()),
+            Ok(response) => Ok(response.status().as_u16()),
             Err(kind) => Err(*kind),
         });
     }
@@ -988,7 +988,7 @@ async fn exchange(
     let exchange = async {
         match transport {
             Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
-                Ok((response, lease)) => Ok((response, Some(lease))),
+                Ok(response) => Ok(response.map(ResponseBody::from)),
                 Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
                 Err(e) => Err(Ok((
                     matches!(e, crate::pool::PoolError::Connect { .. }),
@@ -996,7 +996,7 @@ async fn exchange(
                 ))),
             },
             Transport::H2c(client) => match client.request(upstream_req).await {
-                Ok(response) => Ok((response, None)),
+                Ok(response) => Ok(response.map(ResponseBody::from)),
                 Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
             },
         }
@@ -1045,7 +1045,7 @@ async fn exchange(
         }
         Ok(Ok(exchanged)) => exchanged,
     };
-    let status = response.0.status();
+    let status = response.status();
     let outcome = if matches!(status.as_u16(), 502..=504) {
         Outcome::Failure
     } else {
@@ -1091,7 +1091,7 @@ impl Drop for AttemptNote<'_> {
 /// at the end).
 fn answer(
     listener: &HttpListener,
-    (mut response, mut lease): Exchanged,
+    mut response: Exchanged,
     request_id: &HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: Option<HeaderValue>,
@@ -1103,13 +1103,10 @@ fn answer(
             return Err(Kind::UpstreamProtocol);
         };
         // The upgraded connection belongs to the tunnel now, never to the pool.
-        if let Some(lease) = lease.as_mut() {
-            lease.detach();
-        }
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        listener
-            .tracker
-            .spawn(splice(client_upgrade, upstream_upgrade));
+        let Some(upstream) = response.body_mut().take_upgraded() else {
+            return Err(Kind::UpstreamProtocol);
+        };
+        listener.tracker.spawn(splice(client_upgrade, upstream));
         headers::strip_hop_by_hop(response.headers_mut(), Some(proto));
     } else {
         headers::strip_hop_by_hop(response.headers_mut(), None);
@@ -1117,26 +1114,28 @@ fn answer(
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    Ok(match lease.take() {
-        Some(lease) => response.map(|body| ResponseBody::pooled(body, lease)),
-        None => response.map(ResponseBody::from),
-    })
+    Ok(response)
 }
 
-/// Copies bytes both ways between an upgraded client and upstream until either closes.
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            tracing::debug!(
-                client_ok = c.is_ok(),
-                upstream_ok = u.is_ok(),
-                "upgrade failed"
-            );
+/// Copies bytes both ways between an upgraded client and upstream until either closes;
+/// `early` is what the upstream sent right after its `101` head.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    (mut upstream, early): (tokio::net::TcpStream, bytes::Bytes),
+) {
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "client upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    if !early.is_empty() {
+        use tokio::io::AsyncWriteExt;
+        if client.write_all(&early).await.is_err() {
+            return;
+        }
+    }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }

@@ -60,6 +60,7 @@ pub mod error;
 pub mod events;
 pub mod fault;
 pub mod gateway;
+pub mod h1;
 pub mod headers;
 pub mod hedge;
 pub mod http;

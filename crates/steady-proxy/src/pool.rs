@@ -7,6 +7,7 @@
 //! connections in a plain list per endpoint; a connection goes back to the list when the
 //! response body it carried has been read to the end ([`Lease`]), and is dropped when
 //! the response was cut short, the upstream closed it, or it sat idle too long.
+//! The exchanges themselves are [`crate::h1`]'s, run by the request's own task.
 //! HTTP/2 (h2c) upstreams still use hyper-util's client, which multiplexes.
 
 use std::net::SocketAddr;
@@ -14,14 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body::Body as _;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::breakers::{Breaker, Breakers, Slot};
+use crate::h1::Connection;
 
 /// Why a request could not be sent on a pooled connection.
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +36,18 @@ pub enum PoolError {
     },
     /// The exchange failed after the connection was up.
     #[error("upstream: {0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] crate::h1::Error),
     /// A circuit breaker refused a new connection.
     #[error("circuit breaker {} is open", .0.as_str())]
     Breaker(Breaker),
 }
 
-/// A connection's request handle with its `max_connections` unit: dropping it closes
-/// the connection and frees the unit at once.
-struct Conn {
-    sender: SendRequest<RequestBody>,
-    _slot: Slot,
-}
-
+/// An idle connection with its `max_connections` unit, freed when the connection is
+/// dropped.
 struct Idle {
     addr: SocketAddr,
-    conn: Conn,
+    conn: Box<Connection>,
+    slot: Slot,
     since: Instant,
 }
 
@@ -83,31 +79,25 @@ impl Pool {
     }
 
     /// Takes the most recently used live connection to `addr`, dropping stale ones.
-    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
+    fn checkout(&self, addr: SocketAddr) -> Option<(Box<Connection>, Slot)> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Newest last: reuse warm connections and let old ones age out. `remove` keeps
         // the list in check-in order (and is a pop for the usual last entry).
         while let Some(pos) = idle.iter().rposition(|i| i.addr == addr) {
             let entry = idle.remove(pos);
-            if self.stale(&entry, now) {
+            if entry.conn.is_dead() || now.duration_since(entry.since) > self.idle_timeout {
                 continue;
             }
-            return Some(entry.conn);
+            return Some((entry.conn, entry.slot));
         }
         None
     }
 
-    fn stale(&self, entry: &Idle, now: Instant) -> bool {
-        entry.conn.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout
-    }
-
     /// Puts a connection whose exchange finished back for reuse, dropping idle ones that
-    /// died or aged out meanwhile (each holds a `max_connections` unit).
-    fn checkin(&self, addr: SocketAddr, conn: Conn) {
-        if conn.sender.is_closed() {
-            return;
-        }
+    /// aged out meanwhile (each holds a `max_connections` unit). One the upstream closed
+    /// is found at checkout.
+    fn checkin(&self, addr: SocketAddr, conn: Box<Connection>, slot: Slot) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // The list is in check-in order, so aged-out connections are at its front: one
@@ -117,13 +107,13 @@ impl Pool {
             .position(|entry| now.duration_since(entry.since) <= self.idle_timeout)
             .unwrap_or(idle.len());
         idle.drain(..aged);
-        idle.retain(|entry| !entry.conn.sender.is_closed());
         if idle.iter().filter(|i| i.addr == addr).count() >= self.max_idle_per_endpoint {
             return;
         }
         idle.push(Idle {
             addr,
             conn,
+            slot,
             since: now,
         });
     }
@@ -141,7 +131,7 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, PoolError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<(Box<Connection>, Slot), PoolError> {
         // Waiting for a new connection is what `max_pending_requests` bounds; the
         // connection itself holds a `max_connections` unit for as long as it lives. At
         // the limit, an idle connection of this worker makes room.
@@ -163,74 +153,61 @@ impl Pool {
             .map_err(|_| connect_error(format!("timed out after {:?}", self.connect_timeout)))?
             .map_err(|e| connect_error(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        // The connection task lives on this worker; it ends when the sender is dropped
-        // or the upstream closes.
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended with error");
-            }
-        });
-        Ok(Conn {
-            sender,
-            _slot: open,
-        })
+        Ok((Box::new(Connection::new(stream)), open))
     }
 
     /// Sends `req` to `addr` on a pooled connection (or a new one) and returns the
-    /// response with the lease that returns the connection once its body is read.
+    /// response; its body returns the connection to the pool once read to the end.
     ///
-    /// A pooled connection the upstream closed before the request went out is replaced
-    /// by a fresh one, so a keep-alive race never fails a request.
+    /// A pooled connection found closed before the request went out is replaced by a
+    /// fresh one. One that closes without answering is too, for a request that may be
+    /// sent twice (an idempotent method, no body): the upstream closing an idle
+    /// connection as the request arrives never fails it.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        req: Request<RequestBody>,
+    ) -> Result<Response<crate::h1::Body>, PoolError> {
+        let (parts, mut body) = req.into_parts();
+        let repeatable = crate::http::is_idempotent(&parts.method) && body.is_end_stream();
         loop {
-            let (mut conn, reused) = match self.checkout(addr) {
+            let ((mut conn, slot), reused) = match self.checkout(addr) {
                 Some(c) => (c, true),
-                // Boxed: the connect and handshake futures are large and rarely run;
-                // inline, they would grow every request future that awaits this one.
+                // Boxed: the connect future is large and rarely runs; inline, it would
+                // grow every request future that awaits this one.
                 None => (Box::pin(self.connect(addr)).await?, false),
             };
-            if reused && conn.sender.ready().await.is_err() {
-                continue;
-            }
-            match conn.sender.try_send_request(req).await {
-                Ok(response) => {
+            match conn.exchange(&parts, &mut body, addr).await {
+                Ok((head, upload)) => {
                     let lease = Lease {
                         pool: Some(self.clone()),
                         addr,
-                        conn: Some(conn),
+                        slot: Some(slot),
                     };
-                    return Ok((response, lease));
+                    let body = crate::h1::Body::new(conn, &head, upload, lease);
+                    return Ok(head.response.map(|()| body));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not written: safe to try again on a fresh connection.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(PoolError::Http(e.into_error())),
-                },
+                Err(e) if reused && repeatable && e.is_closed() => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
 }
 
-/// A connection lent to one exchange; goes back to its pool when the response body has
-/// been read to the end ([`Lease::release`]), and is closed if dropped before that.
+/// A connection's place in its pool while one exchange uses it: the response body hands
+/// the connection back ([`Lease::release`]) when it has been read to the end. Dropped
+/// unreleased, it frees the connection's `max_connections` unit.
 pub struct Lease {
     pool: Option<Arc<Pool>>,
     addr: SocketAddr,
-    conn: Option<Conn>,
+    slot: Option<Slot>,
 }
 
 impl Lease {
-    /// Returns the connection to the pool: its response is complete.
-    pub fn release(&mut self) {
-        if let (Some(pool), Some(conn)) = (self.pool.take(), self.conn.take()) {
-            pool.checkin(self.addr, conn);
+    /// Returns `conn` to the pool: its response is complete.
+    pub fn release(&mut self, conn: Box<Connection>) {
+        if let (Some(pool), Some(slot)) = (self.pool.take(), self.slot.take()) {
+            pool.checkin(self.addr, conn, slot);
         }
     }
 
@@ -238,7 +215,7 @@ impl Lease {
     /// `max_connections` unit is freed here, so tunnels are not counted).
     pub fn detach(&mut self) {
         self.pool = None;
-        self.conn = None;
+        self.slot = None;
     }
 }
 
