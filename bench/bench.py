@@ -463,8 +463,11 @@ class Bench:
             argv = ["haproxy", "-db", "-f", cfg]
             label, timeout = "haproxy", 10
         elif key in STEADY_KEYS:
-            if not (os.path.isfile(self.k.steady_bin) and os.access(self.k.steady_bin, os.X_OK)):
-                self.skipped[key] = f"binary {self.k.steady_bin} not found (build failed or not built yet)"
+            # steady-base: another build of steady (STEADY_BASE_BIN, say the last commit's)
+            # with steady's config, to compare two builds in one interleaved run.
+            binary = os.environ.get("STEADY_BASE_BIN", "") if key == "steady-base" else self.k.steady_bin
+            if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+                self.skipped[key] = f"binary {binary!r} not found (build failed, not built yet, or STEADY_BASE_BIN unset)"
                 return None
             admin = free_port()
             while admin == port:
@@ -478,7 +481,7 @@ class Bench:
             # steady-all: both (issue 4's "everything on" against steady with all off).
             otlp = start_otlp_sink() if key in ("steady-trace", "steady-all") else None
             cfg = self.write(f"{key}.yaml", steady_conf(port, admin, bp, access_log, otlp))
-            argv = [self.k.steady_bin, "serve", "-c", cfg]
+            argv = [binary, "serve", "-c", cfg]
             label, timeout = key, self.k.steady_start_timeout
         else:
             raise ValueError(key)
@@ -791,7 +794,7 @@ def aggregate(rounds, idle, order):
     return agg
 
 
-STEADY_KEYS = ("steady", "steady-obs", "steady-trace", "steady-all")
+STEADY_KEYS = ("steady", "steady-obs", "steady-trace", "steady-all", "steady-base")
 
 LABELS = {
     "direct": "direct (backend)",
@@ -801,6 +804,7 @@ LABELS = {
     "steady-obs": "steady + access log",
     "steady-trace": "steady + OTLP spans at 1%",
     "steady-all": "steady + access log + OTLP spans at 1%",
+    "steady-base": "steady, base build (STEADY_BASE_BIN)",
 }
 
 
@@ -853,7 +857,7 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
         L.append("| " + " | ".join(rh) + " |")
         L.append("|" + "---|" * len(rh))
         for num, peer in (("steady", "nginx"), ("steady", "haproxy"), ("steady-obs", "steady"),
-                          ("steady-trace", "steady"), ("steady-all", "steady")):
+                          ("steady-trace", "steady"), ("steady-all", "steady"), ("steady", "steady-base")):
             if peer not in agg or num not in agg:
                 continue
             s, p = agg[num], agg[peer]
@@ -873,7 +877,8 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
         # the same CPU ratios round by round: the spread says how far to trust a median
         L.append("CPU µs/req ratio in each round (closed loop; at the constant rate):")
         L.append("")
-        for num, peer in (("steady", "haproxy"), ("steady", "nginx"), ("steady-all", "steady")):
+        for num, peer in (("steady", "haproxy"), ("steady", "nginx"), ("steady-all", "steady"),
+                          ("steady", "steady-base")):
             per = {}
             for mode in ("wrk", "oha"):
                 per[mode] = [r[num][mode]["proxy_cpu_us_per_req"] / r[peer][mode]["proxy_cpu_us_per_req"]

@@ -34,6 +34,8 @@
 //! - [`breakers`]: an upstream's circuit breakers (connections, pending, requests).
 //! - [`process`]: process CPU, memory, file descriptor and thread metrics.
 //! - [`pool`]: steady's own per-worker pool of HTTP/1.1 upstream connections.
+//! - [`h1`]: the HTTP/1.1 client side of an exchange, run by the request's own task:
+//!   request head out, response head parsed (httparse), body framed and de-chunked.
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
 //! - [`body`]: streaming request/response bodies and the request size limit.
 //! - [`error`]: the request-path error and the one function that maps it to a response.
