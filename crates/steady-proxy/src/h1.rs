@@ -517,6 +517,11 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         }
     }
     let framing = fields.framing(status, is_head);
+    if fields.encoded && fields.length.is_some() {
+        // Transfer-Encoding overrides Content-Length, which a proxy must then not pass
+        // on (RFC 9112 §6.3): the client gets the decoded body, framed by steady.
+        map.remove(header::CONTENT_LENGTH);
+    }
     let keep_alive = framing != Framing::Close
         && !fields.close
         && (version == Version::HTTP_11 || fields.keep_alive);
@@ -921,6 +926,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
         );
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        assert!(!h.response.headers().contains_key(header::CONTENT_LENGTH));
         let h = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
         assert_eq!(h.framing, Framing::Close);
         assert!(!h.keep_alive);

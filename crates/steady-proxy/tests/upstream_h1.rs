@@ -681,6 +681,24 @@ async fn chunked_body_with_trailers_is_dechunked() {
 }
 
 #[tokio::test]
+async fn transfer_encoding_overrides_content_length_which_is_not_passed_on() {
+    // A smuggling-shaped response: both framings. Chunked wins (RFC 9112 §6.3) and the
+    // stale length must not reach the client, or it would cut the body short.
+    let backend = RawBackend::serve(|_| {
+        reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n")
+    })
+    .await;
+    let gw = gateway(&backend).await;
+
+    let mut client = Client::connect(gw.addr).await;
+    let answer = client.get("/both").await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    assert_ne!(answer.head.content_length(), Some(3), "{}", answer.text());
+    assert_eq!(answer.end, End::Complete, "{}", answer.text());
+    assert_eq!(answer.body, b"hello world", "{}", answer.text());
+}
+
+#[tokio::test]
 async fn a_chunked_response_with_trailers_leaves_the_connection_reusable() {
     let backend = RawBackend::serve(|_| reply(CHUNKED_WITH_TRAILERS)).await;
     let gw = gateway(&backend).await;
