@@ -34,6 +34,8 @@ use crate::pool::Lease;
 
 /// The most headers a response head may carry (hyper's default).
 const MAX_HEADERS: usize = 100;
+/// Headers a response head is first parsed for.
+const FEW_HEADERS: usize = 24;
 /// The longest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size line (extensions included) or trailer section accepted.
@@ -466,9 +468,20 @@ enum Parsed {
 /// Parses the head at the front of `buf`, taking it out when complete. Header values
 /// share the head's bytes (no copy), as in hyper.
 fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf)? {
+    // Room for the usual few headers on the stack (filling 100 slots cost ~500
+    // instructions a response); a head with more is parsed again with room for all.
+    let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    let mut many = Vec::new();
+    let mut response = httparse::Response::new(&mut few);
+    let parsed = match response.parse(buf) {
+        Err(httparse::Error::TooManyHeaders) => {
+            many.resize(MAX_HEADERS, httparse::EMPTY_HEADER);
+            response = httparse::Response::new(&mut many);
+            response.parse(buf)
+        }
+        other => other,
+    };
+    let len = match parsed? {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(Parsed::Partial),
     };
@@ -1009,6 +1022,24 @@ mod tests {
         );
         assert!(!h.keep_alive);
         assert!(h.response.headers().contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn heads_with_many_headers_parse_up_to_the_limit() {
+        let head = |n: usize| {
+            let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..n {
+                raw.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            raw
+        };
+        let h = final_head(&head(MAX_HEADERS - 1));
+        assert_eq!(h.response.headers().len(), MAX_HEADERS - 1 + 1);
+        assert!(matches!(
+            super::tests::head(&head(MAX_HEADERS), false),
+            Err(Error::Parse(httparse::Error::TooManyHeaders))
+        ));
     }
 
     #[test]
