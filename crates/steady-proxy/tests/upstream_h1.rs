@@ -16,7 +16,10 @@
 //! - the request as the upstream sees it: body framing, `Host`, `X-Forwarded-For`,
 //!   `X-Request-Id`, hop-by-hop headers removed;
 //! - the keep-alive race (the backend closes a connection the gateway has pooled);
-//! - upgrades (`101 Switching Protocols`), including bytes sent with the 101.
+//! - upgrades (`101 Switching Protocols`), including bytes sent with the 101;
+//! - request bodies: an early 413 during a large upload, a slow chunked upload, a client
+//!   that abandons its body, a response streamed while the body uploads (echo), and
+//!   reuse after bodies answered once sent.
 //!
 //! Every await on the client side is bounded by [`HANG`].
 
@@ -1240,4 +1243,548 @@ async fn bytes_sent_with_the_101_reach_the_client() {
     assert_eq!(client.read_exact(11).await, b"hello-early");
     client.send(b"ping").await;
     assert_eq!(client.read_exact(4).await, b"ping");
+}
+
+// ---------------------------------------------------------------------------------------
+// 15. Request bodies: early answers, slow and broken uploads, full-duplex echoes, reuse
+// ---------------------------------------------------------------------------------------
+
+/// A second handle on the client's socket (a dup'd descriptor), so a test can write a
+/// large body while it reads the response; dropping it does not close the connection.
+fn writer_for(client: &Client) -> TcpStream {
+    use std::os::fd::AsFd;
+    let fd = client
+        .wire
+        .stream
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup the client socket");
+    let std = std::net::TcpStream::from(fd);
+    std.set_nonblocking(true).expect("nonblocking");
+    TcpStream::from_std(std).expect("register the dup'd socket")
+}
+
+impl Wire {
+    /// One chunk of a chunked body, strictly framed: its data; `None` at the last chunk
+    /// (its trailer section read too); `Err` at EOF or on broken framing.
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let line = self.line().await.ok_or("EOF at a chunk-size line")?;
+        let size = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.split(';').next())
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .ok_or_else(|| format!("bad chunk-size line {:?}", String::from_utf8_lossy(&line)))?;
+        if size == 0 {
+            loop {
+                match self.line().await {
+                    Some(l) if l.is_empty() => return Ok(None),
+                    Some(_) => {}
+                    None => return Err("EOF in the trailer section".into()),
+                }
+            }
+        }
+        let (data, end) = self.exact(size).await;
+        if end != End::Complete {
+            return Err(format!("EOF in chunk data after {} bytes", data.len()));
+        }
+        match self.line().await {
+            Some(l) if l.is_empty() => Ok(Some(data)),
+            other => Err(format!("chunk data not followed by CRLF: {other:?}")),
+        }
+    }
+}
+
+/// Waits (up to [`HANG`]) until `done` holds, polling every 10 ms.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(HANG, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "not within {HANG:?}: {what}");
+}
+
+#[tokio::test]
+async fn an_early_413_while_a_large_body_is_uploaded_reaches_the_client() {
+    const SIZE: usize = 2 * 1024 * 1024;
+    // `/upload`: only the head is read, then a 413 and a close (a RST, as the body's
+    // bytes sit unread in the backend's socket). Anything else: 200 `ok`, no body read.
+    let backend = RawBackend::start(|mut conn| async move {
+        while let Some(head) = conn.wire.head().await {
+            if head.start.starts_with("POST /upload ") {
+                let _ = conn
+                    .write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                return conn.close().await;
+            }
+            if !conn.write(OK).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = gateway(&backend).await;
+
+    let mut client = Client::connect(gw.addr).await;
+    let mut writer = writer_for(&client);
+    // The body is written alongside, so a gateway that stops reading it cannot block
+    // the test: the write ends when the gateway closes or resets the connection.
+    let upload = tokio::spawn(async move {
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: {SIZE}\r\n\r\n"
+        );
+        tokio::time::timeout(HANG, async {
+            writer.write_all(head.as_bytes()).await?;
+            let piece = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < SIZE {
+                writer.write_all(&piece).await?;
+                sent += piece.len();
+            }
+            Ok::<usize, std::io::Error>(sent)
+        })
+        .await
+    });
+
+    // The 413 comes back, whole, well before the body could all be sent.
+    let answer = client
+        .read(false)
+        .await
+        .expect("the 413 before the gateway closed the client connection");
+    assert_eq!(answer.status(), 413, "{}", answer.text());
+    assert_eq!(answer.end, End::Complete, "{}", answer.text());
+    assert!(answer.body.is_empty(), "{}", answer.text());
+
+    // The gateway does not read the rest of the body (hyper gives up on an unread
+    // request body once the response is out): it closes the client connection. The
+    // writer then fails (EPIPE/ECONNRESET) or, at worst, finishes into the socket
+    // buffers; it never hangs.
+    let (closed, rest) = client.closes().await;
+    assert!(
+        closed,
+        "client connection left open after the 413: {rest:?}"
+    );
+    assert!(rest.is_empty(), "bytes after the 413: {rest:?}");
+    let written = upload.await.expect("writer task");
+    let written = written.expect("the body writer ended within the bound (hang?)");
+    if let Ok(sent) = written {
+        assert_eq!(sent, SIZE);
+    }
+
+    // Only the one upload head reached the backend, and the gateway keeps serving.
+    assert_serves(gw.addr).await;
+    assert_eq!(backend.accepts(), 2, "the 413's connection was not reused");
+}
+
+#[tokio::test]
+async fn a_slow_chunked_upload_arrives_whole_and_well_framed() {
+    // The backend decodes each chunked body strictly (a malformed one gets no answer)
+    // and keeps any bytes that came after a body's end.
+    let stray: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let backend = {
+        let stray = stray.clone();
+        RawBackend::start(move |mut conn| {
+            let stray = stray.clone();
+            async move {
+                while let Some(head) = conn.wire.head().await {
+                    let mut body = Vec::new();
+                    if head.chunked() {
+                        loop {
+                            match conn.wire.next_chunk().await {
+                                Ok(Some(data)) => body.extend_from_slice(&data),
+                                Ok(None) => break,
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                    let req = Req {
+                        method: head.start.split_whitespace().next().unwrap().to_string(),
+                        target: head.start.split_whitespace().nth(1).unwrap().to_string(),
+                        chunked: head.chunked(),
+                        head,
+                        body,
+                        conn: conn.index,
+                    };
+                    conn.log.lock().unwrap().push(req);
+                    // Nothing may follow the chunked body's end.
+                    stray.lock().unwrap().extend_from_slice(&conn.wire.buf);
+                    if !conn.write(OK).await {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+    };
+    let gw = gateway(&backend).await;
+
+    let mut client = Client::connect(gw.addr).await;
+    client
+        .send(b"POST /slow HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    for piece in [
+        &b"5\r\nhello\r\n"[..],
+        b"7;ext=1\r\n, slow \r\n",
+        b"5\r\nworld\r\n",
+        b"1\r\n!\r\n",
+        b"0\r\n\r\n",
+    ] {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.send(piece).await;
+    }
+    let answer = client.read(false).await.expect("a response");
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    assert_eq!(answer.body, b"ok");
+
+    let up = backend.last();
+    assert_eq!(up.method, "POST");
+    assert_eq!(up.target, "/slow");
+    assert_eq!(up.body, b"hello, slow world!");
+    assert!(up.chunked, "{:?}", up.head);
+    let te: Vec<_> = up
+        .head
+        .fields
+        .iter()
+        .filter(|(k, _)| k == "transfer-encoding")
+        .collect();
+    assert_eq!(te.len(), 1, "one Transfer-Encoding field: {:?}", up.head);
+    assert!(
+        !up.head.has("content-length"),
+        "both framings: {:?}",
+        up.head
+    );
+    let stray = stray.lock().unwrap().clone();
+    assert!(
+        stray.is_empty(),
+        "bytes after the chunked body's end: {stray:?}"
+    );
+
+    // The connection carries the next request.
+    assert_eq!(client.get("/after").await.body, b"ok");
+    assert_eq!(backend.accepts(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_abandons_its_body_never_completes_a_request_upstream() {
+    // What each upstream connection got: body bytes, and whether it then saw the
+    // gateway close it (EOF) rather than a complete body.
+    #[derive(Debug, Default, Clone)]
+    struct Got {
+        body: usize,
+        eof: bool,
+    }
+    let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let backend = {
+        let got = got.clone();
+        RawBackend::start(move |mut conn| {
+            let got = got.clone();
+            async move {
+                while let Some(head) = conn.wire.head().await {
+                    let Some(n) = head.content_length().filter(|n| *n > 0) else {
+                        // A GET: answered.
+                        if !conn.write(OK).await {
+                            return;
+                        }
+                        continue;
+                    };
+                    let slot = {
+                        let mut got = got.lock().unwrap();
+                        got.push(Got::default());
+                        got.len() - 1
+                    };
+                    loop {
+                        got.lock().unwrap()[slot].body = conn.wire.buf.len();
+                        if conn.wire.buf.len() >= n {
+                            // Complete: the backend would answer it. The test fails.
+                            let _ = conn.write(OK).await;
+                            return;
+                        }
+                        if !conn.wire.more().await {
+                            got.lock().unwrap()[slot].eof = true;
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    };
+    let gw = gateway(&backend).await;
+
+    let mut client = Client::connect(gw.addr).await;
+    client
+        .send(b"POST /partial HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .await;
+    // Give the gateway time to send the head upstream, then go away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(client);
+
+    // The gateway gives up on the upstream connection promptly: the backend sees it
+    // closed with the body incomplete, not a complete request.
+    eventually("the upstream connection closed", || {
+        got.lock().unwrap().first().is_some_and(|g| g.eof)
+    })
+    .await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].body <= 10, "{got:?}");
+
+    // A new client is served, on a new upstream connection.
+    assert_serves(gw.addr).await;
+    assert_eq!(backend.accepts(), 2);
+}
+
+/// Echoes each request body as it arrives: the head of a chunked 200 right after the
+/// request head, each piece of the body as a chunk, and the last chunk when the request
+/// body ends (by its `Content-Length` or its chunked framing). Keeps the connection.
+async fn echo_backend() -> RawBackend {
+    RawBackend::start(|mut conn| async move {
+        while let Some(head) = conn.wire.head().await {
+            let target = head
+                .start
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            if !conn
+                .write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+            {
+                return;
+            }
+            let mut body = Vec::new();
+            if head.chunked() {
+                loop {
+                    let data = match conn.wire.next_chunk().await {
+                        Ok(Some(data)) => data,
+                        Ok(None) => break,
+                        Err(_) => return,
+                    };
+                    let chunk =
+                        [format!("{:x}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat();
+                    body.extend_from_slice(&data);
+                    if !conn.write(&chunk).await {
+                        return;
+                    }
+                }
+            } else {
+                let mut left = head.content_length().unwrap_or(0);
+                while left > 0 {
+                    if conn.wire.buf.is_empty() && !conn.wire.more().await {
+                        return;
+                    }
+                    let n = conn.wire.buf.len().min(left);
+                    let data: Vec<u8> = conn.wire.buf.drain(..n).collect();
+                    left -= n;
+                    let chunk = [format!("{n:x}\r\n").as_bytes(), &data, b"\r\n"].concat();
+                    body.extend_from_slice(&data);
+                    if !conn.write(&chunk).await {
+                        return;
+                    }
+                }
+            }
+            if !conn.write(b"0\r\n\r\n").await {
+                return;
+            }
+            conn.log.lock().unwrap().push(Req {
+                method: head
+                    .start
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                target,
+                chunked: head.chunked(),
+                head,
+                body,
+                conn: conn.index,
+            });
+        }
+    })
+    .await
+}
+
+impl Client {
+    /// Decoded bytes of a chunked response body until `n` have come (bounded).
+    async fn chunked_bytes(&mut self, n: usize) -> Vec<u8> {
+        let wire = &mut self.wire;
+        tokio::time::timeout(HANG, async move {
+            let mut got = Vec::new();
+            while got.len() < n {
+                match wire.next_chunk().await {
+                    Ok(Some(data)) => got.extend_from_slice(&data),
+                    Ok(None) => panic!("body ended after {got:?}, wanted {n} bytes"),
+                    Err(e) => panic!("{e}, after {got:?}"),
+                }
+            }
+            got
+        })
+        .await
+        .expect("echoed bytes within bound (hang?)")
+    }
+
+    /// The end of a chunked response body (bounded).
+    async fn chunked_end(&mut self) {
+        let end = tokio::time::timeout(HANG, self.wire.next_chunk())
+            .await
+            .expect("the body's end within bound (hang?)");
+        assert_eq!(end, Ok(None), "more body where its end was expected");
+    }
+}
+
+#[tokio::test]
+async fn a_response_streamed_while_the_body_uploads_reaches_the_client_whole() {
+    let backend = echo_backend().await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+    let pieces: [&[u8]; 4] = [
+        b"first ",
+        b"second ",
+        b"\x00\xff binary \r\n0\r\n\r\n",
+        b"last",
+    ];
+
+    // Content-Length: each piece comes back before the next is sent, so the response
+    // really streams during the upload.
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    client
+        .send(
+            format!(
+                "POST /echo-cl HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: {total}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    client.send(pieces[0]).await;
+    let head = tokio::time::timeout(HANG, client.wire.head())
+        .await
+        .expect("the response head during the upload (hang?)")
+        .expect("a response head");
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert!(head.chunked(), "{head:?}");
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.send(piece).await;
+        }
+        assert_eq!(client.chunked_bytes(piece.len()).await, *piece, "piece {i}");
+    }
+    client.chunked_end().await;
+    assert_eq!(backend.last().body, pieces.concat());
+
+    // Chunked from the client: the same.
+    client
+        .send(b"POST /echo-chunked HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    for (i, piece) in pieces.iter().enumerate() {
+        client
+            .send(&[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat())
+            .await;
+        if i == 0 {
+            let head = tokio::time::timeout(HANG, client.wire.head())
+                .await
+                .expect("the response head during the upload (hang?)")
+                .expect("a response head");
+            assert_eq!(head.status(), 200, "{head:?}");
+        }
+        assert_eq!(client.chunked_bytes(piece.len()).await, *piece, "piece {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.send(b"0\r\n\r\n").await;
+    client.chunked_end().await;
+    let up = backend.last();
+    assert_eq!(up.target, "/echo-chunked");
+    assert!(up.chunked, "{:?}", up.head);
+    assert_eq!(up.body, pieces.concat());
+
+    // A large echo, written by the client all at once while it reads.
+    let big: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let mut writer = writer_for(&client);
+    let request = [
+        format!(
+            "POST /echo-big HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .into_bytes(),
+        big.clone(),
+    ]
+    .concat();
+    let upload =
+        tokio::spawn(async move { tokio::time::timeout(HANG, writer.write_all(&request)).await });
+    let answer = client.read(false).await.expect("a response");
+    assert_eq!(answer.status(), 200, "{}", answer.text_head());
+    assert_eq!(answer.end, End::Complete);
+    assert!(
+        answer.body == big,
+        "echo differs ({} bytes)",
+        answer.body.len()
+    );
+    upload
+        .await
+        .expect("writer task")
+        .expect("upload within bound (hang?)")
+        .expect("upload written");
+
+    // The upload ended before the response did: the upstream connection is reused.
+    assert_eq!(client.get("/after").await.status(), 200);
+    assert_eq!(backend.accepts(), 1);
+}
+
+impl Response {
+    /// The head only, for messages about large bodies.
+    fn text_head(&self) -> String {
+        format!(
+            "{} {:?} [{:?}]",
+            self.head.start, self.head.fields, self.end
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_connection_is_reused_after_posts_answered_after_their_bodies() {
+    // `serve` reads each body whole before it answers.
+    let backend = RawBackend::serve(|_| reply(OK)).await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+
+    let small = b"name=value&x=1".to_vec();
+    // Larger than the socket buffers: written in several partial writes.
+    let large: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for (i, body) in [&small, &large, &small].into_iter().enumerate() {
+        let request = [
+            format!(
+                "POST /post/{i} HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes(),
+            body.clone(),
+        ]
+        .concat();
+        let answer = client.exchange(&request).await;
+        assert_eq!(answer.status(), 200, "{}", answer.text());
+        let up = backend.last();
+        assert_eq!(up.target, format!("/post/{i}"));
+        assert!(
+            up.body == *body,
+            "body {i} differs ({} bytes)",
+            up.body.len()
+        );
+    }
+    // A chunked one, and a GET after it all.
+    let answer = client
+        .exchange(
+            b"POST /post/chunked HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              4\r\nabcd\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    assert_eq!(backend.last().body, b"abcd");
+    assert_eq!(client.get("/after").await.body, b"ok");
+
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 5);
+    let conns: Vec<_> = seen.iter().map(|r| r.conn).collect();
+    assert_eq!(conns, [0; 5], "one upstream connection for all");
+    assert_eq!(backend.accepts(), 1);
 }
