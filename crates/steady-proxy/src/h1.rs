@@ -117,8 +117,8 @@ pub enum Chunk {
     Data(u64),
     /// At the CRLF after a chunk's data.
     DataEnd,
-    /// In the trailer section after the last chunk.
-    Trailers,
+    /// In the trailer section after the last chunk, with this many of its bytes read.
+    Trailers(usize),
 }
 
 /// A response head as read: the response without its body, how the body is framed,
@@ -215,8 +215,17 @@ impl Connection {
             if sending {
                 match upload.poll_send(&mut wr, cx) {
                     Poll::Ready(Ok(())) => sending = false,
-                    // The client's fault: reported as such.
-                    Poll::Ready(Err(e @ Error::Body(_))) => return Poll::Ready(Err(e)),
+                    // The client's fault, reported as such, unless the upstream has
+                    // answered already (its own refusal, say): then the answer goes back.
+                    Poll::Ready(Err(e @ Error::Body(_))) => {
+                        return match response.as_mut().poll(cx) {
+                            Poll::Ready(Ok(mut head)) => {
+                                head.keep_alive = false;
+                                Poll::Ready(Ok(head))
+                            }
+                            _ => Poll::Ready(Err(e)),
+                        };
+                    }
                     // The upstream may have answered and closed: read what it said.
                     Poll::Ready(Err(e)) => {
                         write_error = Some(e);
@@ -482,6 +491,8 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         other => other,
     };
     let len = match parsed? {
+        // A read can bring the buffer past the limit; the head itself must stay in it.
+        httparse::Status::Complete(len) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(Parsed::Partial),
     };
@@ -535,8 +546,12 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         // on (RFC 9112 §6.3): the client gets the decoded body, framed by steady.
         map.remove(header::CONTENT_LENGTH);
     }
+    // Both framings, or Transfer-Encoding in HTTP/1.0, is faulty framing (RFC 9112
+    // §6.1, §6.3): the body is read as chunked, but the connection is not trusted after.
+    let faulty = fields.encoded && (fields.length.is_some() || version == Version::HTTP_10);
     let keep_alive = framing != Framing::Close
         && !fields.close
+        && !faulty
         && (version == Version::HTTP_11 || fields.keep_alive);
     let mut out = Response::new(());
     *out.status_mut() = status;
@@ -777,11 +792,15 @@ impl Body {
         };
         let buf = &mut conn.read;
         let next = match chunk {
+            // httparse reads an empty size line as 0: a size needs a hex digit.
+            Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                return Poll::Ready(Err(invalid("invalid chunk size line")));
+            }
             Chunk::Size => match httparse::parse_chunk_size(buf) {
                 Ok(httparse::Status::Complete((used, size))) => {
                     buf.advance(used);
                     if size == 0 {
-                        Chunk::Trailers
+                        Chunk::Trailers(0)
                     } else {
                         Chunk::Data(size)
                     }
@@ -821,7 +840,7 @@ impl Body {
                 buf.advance(2);
                 Chunk::Size
             }
-            Chunk::Trailers => {
+            Chunk::Trailers(seen) => {
                 // Trailer fields are read and dropped; the section ends at an empty line.
                 match buf.windows(2).position(|w| w == b"\r\n") {
                     Some(0) => {
@@ -829,17 +848,17 @@ impl Body {
                         self.release();
                         return Poll::Ready(Ok(None));
                     }
-                    Some(line) => {
+                    Some(line) if seen + line + 2 <= MAX_CHUNK_META => {
                         buf.advance(line + 2);
-                        Chunk::Trailers
+                        Chunk::Trailers(seen + line + 2)
                     }
-                    None if buf.len() < MAX_CHUNK_META => {
+                    None if seen + buf.len() < MAX_CHUNK_META => {
                         if !ready!(Body::fill(conn, cx))? {
                             return Poll::Ready(Err(truncated()));
                         }
                         return Poll::Ready(Ok(None));
                     }
-                    None => return Poll::Ready(Err(invalid("trailer section too long"))),
+                    _ => return Poll::Ready(Err(invalid("trailer section too long"))),
                 }
             }
         };
@@ -1040,6 +1059,19 @@ mod tests {
             super::tests::head(&head(MAX_HEADERS), false),
             Err(Error::Parse(httparse::Error::TooManyHeaders))
         ));
+    }
+
+    #[test]
+    fn faulty_framing_is_read_but_not_reused() {
+        let h = final_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        assert!(!h.keep_alive);
+        let h = final_head(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(!h.keep_alive);
     }
 
     #[test]

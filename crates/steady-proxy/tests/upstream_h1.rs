@@ -1007,6 +1007,52 @@ async fn a_response_head_over_100_kib_gets_502() {
     assert_huge_head_is_502(150).await;
 }
 
+/// Sends `GET path` and checks the response was cut short after at most `max_body`
+/// bytes and the client connection closed (or a 502, if the error came before the head).
+async fn assert_cut_short(gw: SocketAddr, path: &str, max_body: usize) {
+    let mut client = Client::connect(gw).await;
+    client
+        .send(format!("GET {path} HTTP/1.1\r\nHost: upstream.test\r\n\r\n").as_bytes())
+        .await;
+    match client.read(false).await {
+        Some(answer) if answer.status() == 502 => assert_502(&answer),
+        Some(answer) => {
+            assert_eq!(answer.status(), 200, "{}", answer.text());
+            assert_ne!(answer.end, End::Complete, "{}", answer.text());
+            assert!(answer.body.len() <= max_body, "{}", answer.text());
+            let (closed, rest) = client.closes().await;
+            assert!(closed, "client connection left open: {rest:?}");
+        }
+        None => {}
+    }
+}
+
+#[tokio::test]
+async fn an_empty_chunk_size_line_or_endless_trailers_cut_the_response_short() {
+    let trailers = "x-t: ".to_string() + &"a".repeat(1000) + "\r\n";
+    let backend = RawBackend::serve(move |req| match req.target.as_str() {
+        // httparse alone would read the empty size line as the last chunk.
+        "/empty-size" => {
+            reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n\r\n")
+                .then(Then::Hold)
+        }
+        // 64 KiB of trailer lines, none too long alone: the section as a whole is.
+        "/trailers" => reply(format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{}\r\n",
+            trailers.repeat(64)
+        ))
+        .then(Then::Hold),
+        _ => reply(OK),
+    })
+    .await;
+    let gw = gateway(&backend).await;
+    assert_cut_short(gw.addr, "/empty-size", 5).await;
+    assert_cut_short(gw.addr, "/trailers", 5).await;
+    // Neither connection went back to the pool.
+    assert_serves(gw.addr).await;
+    assert_eq!(backend.accepts(), 3, "{:?}", backend.seen());
+}
+
 #[tokio::test]
 async fn an_invalid_chunk_size_cuts_the_response_short() {
     let backend = RawBackend::serve(|req| match req.target.as_str() {
