@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, RequestBodyError};
 use crate::pool::Lease;
+use crate::text::{self, Out as _};
 
 /// The most headers a response head may carry (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -338,8 +339,9 @@ impl Upload {
         let mut tail: &'static [u8] = b"";
         if self.chunked {
             if !data.is_empty() {
-                let mut line = ChunkSize::default();
-                line.set(data.len());
+                let mut line = text::Stack::<18>::new();
+                text::push_hex(&mut line, data.len() as u64);
+                line.put(b"\r\n");
                 size = Bytes::copy_from_slice(line.as_bytes());
             }
             tail = match (data.is_empty(), end) {
@@ -376,30 +378,6 @@ async fn yield_to_run_queue() {
     .await;
 }
 
-/// A chunk-size line (`1f4\r\n`) on the stack.
-#[derive(Default)]
-struct ChunkSize {
-    buf: [u8; 18],
-    len: u8,
-}
-
-impl ChunkSize {
-    fn set(&mut self, n: usize) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for i in 0..digits {
-            self.buf[digits - 1 - i] = HEX[(n >> (4 * i)) & 0xf];
-        }
-        self.buf[digits] = b'\r';
-        self.buf[digits + 1] = b'\n';
-        self.len = (digits + 2) as u8;
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
-    }
-}
-
 /// The request line and headers, as HTTP/1.1 to the upstream.
 fn encode_head(
     out: &mut Vec<u8>,
@@ -426,8 +404,9 @@ fn encode_head(
     }
     if !host {
         // HTTP/1.1 requires it (RFC 9112 §3.2); the endpoint is all there is to name.
-        use std::io::Write;
-        let _ = write!(out, "host: {fallback_host}\r\n");
+        out.extend_from_slice(b"host: ");
+        text::push_socket_addr(out, fallback_host);
+        out.extend_from_slice(b"\r\n");
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -452,12 +431,7 @@ where
         if buf.len() >= MAX_HEAD {
             return Err(Error::HeadTooLarge);
         }
-        buf.reserve(READ_CHUNK);
-        let n = std::future::poll_fn(|cx| {
-            tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *buf)
-        })
-        .await?;
-        if n == 0 {
+        if !std::future::poll_fn(|cx| poll_fill(io, buf, cx)).await? {
             return Err(if buf.is_empty() {
                 Error::Closed
             } else {
@@ -465,6 +439,16 @@ where
             });
         }
     }
+}
+
+/// Reads more into `buf`, making room for it first; `Ok(false)` at end of file.
+fn poll_fill<R>(io: &mut R, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<bool>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    buf.reserve(READ_CHUNK);
+    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?;
+    Poll::Ready(Ok(n > 0))
 }
 
 enum Parsed {
@@ -734,13 +718,7 @@ impl Body {
 
     /// Reads more of the body into the connection's buffer; `Ok(false)` at end of file.
     fn fill(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        conn.read.reserve(READ_CHUNK);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut conn.io),
-            cx,
-            &mut conn.read
-        ))?;
-        Poll::Ready(Ok(n > 0))
+        poll_fill(&mut conn.io, &mut conn.read, cx)
     }
 
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
@@ -754,12 +732,11 @@ impl Body {
                     if conn.read.is_empty() && !ready!(Body::fill(conn, cx))? {
                         return Poll::Ready(Some(Err(truncated())));
                     }
-                    let take = (conn.read.len() as u64).min(left);
-                    let data = conn.read.split_to(take as usize).freeze();
-                    if take == left {
+                    let (data, left) = take_counted(&mut conn.read, left);
+                    if left == 0 {
                         self.release();
                     } else {
-                        self.framing = Framing::Length(left - take);
+                        self.framing = Framing::Length(left);
                     }
                     return Poll::Ready(Some(Ok(data)));
                 }
@@ -817,13 +794,11 @@ impl Body {
                 if buf.is_empty() && !ready!(Body::fill(conn, cx))? {
                     return Poll::Ready(Err(truncated()));
                 }
-                let buf = &mut conn.read;
-                let take = (buf.len() as u64).min(left);
-                let data = buf.split_to(take as usize).freeze();
-                self.framing = Framing::Chunked(if take == left {
+                let (data, left) = take_counted(&mut conn.read, left);
+                self.framing = Framing::Chunked(if left == 0 {
                     Chunk::DataEnd
                 } else {
-                    Chunk::Data(left - take)
+                    Chunk::Data(left)
                 });
                 return Poll::Ready(Ok(Some(data)));
             }
@@ -865,6 +840,12 @@ impl Body {
         self.framing = Framing::Chunked(next);
         Poll::Ready(Ok(None))
     }
+}
+
+/// Takes what `buf` holds of the `left` bytes still due, and how many are due after.
+fn take_counted(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let take = (buf.len() as u64).min(left);
+    (buf.split_to(take as usize).freeze(), left - take)
 }
 
 fn truncated() -> io::Error {
@@ -937,15 +918,6 @@ mod tests {
         match head(raw, false) {
             Ok(Parsed::Final(h)) => h,
             _ => panic!("not a final head"),
-        }
-    }
-
-    #[test]
-    fn chunk_size_lines() {
-        for n in [1usize, 9, 15, 16, 255, 256, 4096, 0xabcdef] {
-            let mut s = ChunkSize::default();
-            s.set(n);
-            assert_eq!(s.as_bytes(), format!("{n:x}\r\n").as_bytes());
         }
     }
 

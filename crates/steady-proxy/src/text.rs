@@ -111,6 +111,16 @@ pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// Appends `n` in lowercase hex without leading zeros (`0` for zero): a chunk size.
+pub(crate) fn push_hex(out: &mut impl Out, n: u64) {
+    let len = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits[..len].iter_mut().rev().enumerate() {
+        *digit = HEX[((n >> (4 * i)) & 0xf) as usize];
+    }
+    out.put(&digits[..len]);
+}
+
 /// Appends `n` in decimal.
 pub(crate) fn push_u64(out: &mut impl Out, n: u64) {
     out.put(itoa::Buffer::new().format(n).as_bytes());
@@ -159,6 +169,15 @@ pub(crate) fn push_socket_addr(out: &mut impl Out, addr: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_has_no_leading_zeros() {
+        for n in [0u64, 1, 9, 15, 16, 255, 256, 4096, 0xabcdef, u64::MAX] {
+            let mut out = Vec::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}").as_bytes());
+        }
+    }
 
     #[test]
     fn formats_like_the_standard_library() {
