@@ -1002,6 +1002,16 @@ def oha_count(knobs, port, count, conns):
     return sum(v for c, v in codes.items() if str(c).startswith("2"))
 
 
+def start_warmed(b, knobs, key, n, conns):
+    """Starts proxy `key` (exiting if it cannot run) and warms it with a tenth of the `n`
+    measured requests: pools, lazy statics, allocator caches."""
+    s = b.start_proxy(key)
+    if not s:
+        sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
+    oha_count(knobs, s.port, max(500, n // 10), conns)
+    return s
+
+
 # ---------------------------------------------------------------------------
 # callgrind mode: user-space instructions per request, repeatable to the last digit
 
@@ -1025,12 +1035,8 @@ def callgrind(knobs, workdir):
             if os.environ.get("CACHE_SIM") == "1":
                 b.wrap.append("--cache-sim=yes")
             knobs.steady_start_timeout = max(knobs.steady_start_timeout, 60)
-            s = b.start_proxy(key)
-            if not s:
-                sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
+            s = start_warmed(b, knobs, key, n, conns)
             pid = s.proc.pid
-
-            oha_count(knobs, s.port, max(500, n // 10), conns)  # warm-up: pools, lazy statics, allocator caches
             subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
             ok = oha_count(knobs, s.port, n, conns)
             subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
@@ -1069,10 +1075,7 @@ def syscalls(knobs, workdir):
     try:
         b.start_backend()
         for key in targets:
-            s = b.start_proxy(key)
-            if not s:
-                sys.exit(f"cannot run {key}: {b.skipped.get(key)}")
-            oha_count(knobs, s.port, max(500, n // 10), conns)
+            s = start_warmed(b, knobs, key, n, conns)
             out = os.path.join(workdir, f"strace-{key}.txt")
             # Every process of the proxy (nginx's workers are children of its master).
             pids = [str(s.proc.pid)] + subprocess.run(
