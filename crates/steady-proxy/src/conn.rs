@@ -8,17 +8,23 @@
 //! it arms one timer for the deadline that applies then. When the timer fires it answers
 //! 408 or just closes. Nothing runs while data flows, so the happy path costs a clock
 //! read per read or write and no extra wake-ups.
+//!
+//! The wrapper also batches the connection's writes: each write waits once at the back
+//! of the worker's run queue (see `batch`), so the responses that became ready in one
+//! turn reach their clients together.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::batch;
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
 content-length: 58\r\nconnection: close\r\n\r\n{\"error\":\"client-timeout\",\"status\":408,\"source\":\"client\"}";
@@ -136,12 +142,15 @@ pin_project_lite::pin_project! {
         state: Arc<ConnState>,
         header_ms: u64,
         idle_ms: u64,
-        // One timer per connection, re-armed only when the deadline moves.
+        // One timer per connection, re-armed only when the deadline moves earlier.
         timer: Option<Pin<Box<Sleep>>>,
         armed_for: u64,
         verdict: u8,
         // Bytes of the 408 response already written.
         written_408: usize,
+        // The pending write's turn at the back of the run queue, so that responses
+        // ready in one turn reach clients together (see `batch`).
+        turn: batch::Turn,
     }
 }
 
@@ -164,6 +173,7 @@ impl<T> ConnIo<T> {
             armed_for: 0,
             verdict: VERDICT_NONE,
             written_408: 0,
+            turn: batch::Turn::default(),
         }
     }
 }
@@ -218,23 +228,26 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             else {
                 return Poll::Pending;
             };
-            if this.state.now_ms() >= deadline {
-                *this.verdict = verdict;
-                continue;
-            }
             let at = this.state.start + Duration::from_millis(deadline);
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if *this.armed_for != deadline {
+            // Re-armed only when the deadline moves earlier: activity moves it later on
+            // every request, and a timer that fires early just comes back here. A
+            // deadline already past fires at once.
+            if *this.armed_for == 0 || deadline < *this.armed_for {
                 timer.as_mut().reset(at);
                 *this.armed_for = deadline;
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            // The timer fired; the loop re-checks, since activity may have moved the deadline.
+            // The timer fired, at the deadline it was armed for. Activity may have moved
+            // the deadline since: then the loop arms the timer again.
             *this.armed_for = 0;
+            if this.state.now_ms() >= deadline {
+                *this.verdict = verdict;
+            }
         }
     }
 }
@@ -246,6 +259,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        ready!(this.turn.poll(cx));
         this.state.on_write();
         this.inner.poll_write(cx, buf)
     }
@@ -264,6 +278,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        ready!(this.turn.poll(cx));
         this.state.on_write();
         this.inner.poll_write_vectored(cx, bufs)
     }
@@ -360,5 +375,39 @@ mod tests {
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_moves_an_armed_deadline_later() {
+        // A tunnel (only the idle timeout applies) whose read waits while bytes arrive
+        // every 40s: the timer armed for the first deadline fires early and is armed
+        // again; the connection closes 60s after the last byte, not before.
+        let (server, mut client) = tokio::io::duplex(64);
+        let mut io = ConnIo::new(
+            server,
+            ConnState::headless(),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let feeder = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                client.write_all(b"x").await.unwrap();
+            }
+            client
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let mut got = 0;
+        let err = loop {
+            match io.read(&mut buf).await {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, 5);
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 5 * 40 + 60);
+        drop(feeder.await.unwrap());
     }
 }

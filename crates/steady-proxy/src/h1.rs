@@ -184,8 +184,8 @@ impl Connection {
         if !has_body {
             // The request waits for the worker's other ready requests before it goes
             // out, so an upstream gets them as one burst and handles several per
-            // wake-up (see `yield_to_run_queue`).
-            yield_to_run_queue().await;
+            // wake-up (see `batch`).
+            crate::batch::turn().await;
             let written = self.io.write_all(&head).await;
             self.write = head;
             written?;
@@ -354,28 +354,6 @@ impl Upload {
         self.out = Some(head.chain(size).chain(data).chain(tail));
         self.end = end;
     }
-}
-
-/// Lets the worker's other ready tasks run first: the task wakes itself and goes to the
-/// back of the run queue (not behind the next I/O poll, as `tokio::task::yield_now`
-/// would put it).
-///
-/// Measured on the benchmark, where the upstream shares the proxy's core: written at
-/// once, each request woke the upstream early and it preempted the proxy 0.59 times per
-/// request, handling under two requests per wake-up; both spent about 40 % more CPU per
-/// request at saturation. hyper's client got the same batching from its hop through a
-/// channel to the connection's task.
-async fn yield_to_run_queue() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
 }
 
 /// The request line and headers, as HTTP/1.1 to the upstream.
@@ -643,8 +621,9 @@ pub struct Body {
     keep_alive: bool,
     /// The rest of the request body, when the upstream answered before it was all sent.
     upload: Option<Box<Upload>>,
-    /// The error that broke the body, reported at the next poll.
+    /// The error that broke the body, reported after `pauses` more polls.
     failed: Option<io::Error>,
+    pauses: u8,
     lease: Lease,
 }
 
@@ -671,6 +650,7 @@ impl Body {
             keep_alive: head.keep_alive,
             upload,
             failed: None,
+            pauses: 0,
             lease,
         };
         if body.framing == Framing::Done {
@@ -868,8 +848,13 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(e) = this.failed.take() {
-            return Poll::Ready(Some(Err(e)));
+        if this.failed.is_some() {
+            if this.pauses > 0 {
+                this.pauses -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            return Poll::Ready(this.failed.take().map(Err));
         }
         let polled = match this.poll_upload(cx) {
             Ok(()) => this.poll_data(cx),
@@ -882,9 +867,11 @@ impl http_body::Body for Body {
                 this.conn = None;
                 this.framing = Framing::Done;
                 // The error ends the client's response at once, and hyper drops what it
-                // has not flushed yet: first a pause, in which it sends the client what
-                // did arrive, then the error.
+                // has not flushed yet: first two pauses, in which it sends the client
+                // what did arrive (its write waits one turn, see `batch`), then the
+                // error.
                 this.failed = Some(e);
+                this.pauses = 1;
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }

@@ -12,6 +12,8 @@
 //! - [`reload`]: builds listeners, routes and upstreams from a [`steady_config::Config`]
 //!   and hot-reloads a new one, keeping sockets, connections and endpoint state.
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
+//! - `batch`: write batching: a write to a client or an upstream waits once at the
+//!   back of the run queue, so the writes of one turn leave together.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
 //! - [`http`]: the request path; one function per phase.
 //! - [`events`]: the bounded ring of recent state changes (health flips, ejections,
@@ -54,6 +56,7 @@
 
 pub mod access_log;
 pub mod admit;
+mod batch;
 pub mod body;
 pub mod breakers;
 mod clock;
