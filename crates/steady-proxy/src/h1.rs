@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, RequestBodyError};
+use crate::headers::Added;
 use crate::pool::Lease;
 use crate::text::{self, Out as _};
 
@@ -172,6 +173,7 @@ impl Connection {
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
+        added: &Added,
         body: &mut RequestBody,
         fallback_host: SocketAddr,
     ) -> Result<(Head, Option<Box<Upload>>), Error> {
@@ -180,7 +182,7 @@ impl Connection {
         let is_head = parts.method == Method::HEAD;
         let mut head = std::mem::take(&mut self.write);
         head.clear();
-        encode_head(&mut head, parts, fallback_host, chunked);
+        encode_head(&mut head, parts, added, fallback_host, chunked);
         if !has_body {
             // The request waits for the worker's other ready requests before it goes
             // out, so an upstream gets them as one burst and handles several per
@@ -356,10 +358,12 @@ impl Upload {
     }
 }
 
-/// The request line and headers, as HTTP/1.1 to the upstream.
+/// The request line and headers, as HTTP/1.1 to the upstream: the client's headers,
+/// less those steady replaces, then steady's (`added`).
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
+    added: &Added,
     fallback_host: SocketAddr,
     chunked: bool,
 ) {
@@ -374,6 +378,9 @@ fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut host = false;
     for (name, value) in &parts.headers {
+        if added.replaces(name) {
+            continue;
+        }
         host |= name == header::HOST;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -386,6 +393,7 @@ fn encode_head(
         text::push_socket_addr(out, fallback_host);
         out.extend_from_slice(b"\r\n");
     }
+    added.write(out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

@@ -456,12 +456,18 @@ async fn forward(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
-    // steady answers `Expect: 100-continue` itself when it starts reading the body.
-    parts.headers.remove(header::EXPECT);
-    headers::set_forwarded(&mut parts.headers, client.ip(), listener.scheme, host);
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    // `X-Forwarded-*` and `X-Request-Id` (and each attempt's trace context) go into the
+    // upstream's head beside the client's headers, not into their map; `Expect` is
+    // dropped there too, since steady answers `100-continue` itself when it starts
+    // reading the body.
+    let added = headers::Added::new(
+        &parts.headers,
+        client.ip(),
+        listener.scheme,
+        host,
+        request_id.clone(),
+    );
+    let added = &added;
 
     // Retries need a body they can send again, and never apply to upgrades.
     let policy = route.retries.as_ref().filter(|_| upgrade.is_none());
@@ -472,7 +478,7 @@ async fn forward(
             &endpoint,
             parts,
             body,
-            request_id,
+            added,
             start,
             (client_upgrade, upgrade),
             obs,
@@ -487,7 +493,7 @@ async fn forward(
         policy,
         parts,
         body,
-        request_id,
+        added,
         endpoint,
         hash,
         (client_upgrade, upgrade),
@@ -505,7 +511,7 @@ async fn forward_retrying(
     policy: &steady_config::retry::Retries,
     parts: &mut http::request::Parts,
     body: Incoming,
-    request_id: &HeaderValue,
+    added: &headers::Added,
     endpoint: Arc<steady_balance::Endpoint>,
     hash: Option<u64>,
     (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
@@ -545,7 +551,7 @@ async fn forward_retrying(
             &endpoint,
             parts,
             body,
-            request_id,
+            added,
             start,
             (client_upgrade, upgrade),
             obs,
@@ -570,7 +576,7 @@ async fn forward_retrying(
             uri,
             parts.headers.clone(),
             RequestBody::buffered(body.clone()),
-            obs.trace,
+            added,
             obs,
         );
         let now = std::time::Instant::now();
@@ -607,6 +613,7 @@ async fn forward_retrying(
                     route,
                     policy,
                     parts,
+                    added,
                     body: &body,
                     hash,
                     idempotent,
@@ -621,10 +628,22 @@ async fn forward_retrying(
             h.record(now.elapsed());
         }
         let Some(reason) = retry_reason(policy, &result, idempotent) else {
-            return answer(listener, result?, request_id, client_upgrade, upgrade);
+            return answer(
+                listener,
+                result?,
+                &added.request_id,
+                client_upgrade,
+                upgrade,
+            );
         };
         if attempt_no >= policy.attempts {
-            return answer(listener, result?, request_id, client_upgrade, upgrade);
+            return answer(
+                listener,
+                result?,
+                &added.request_id,
+                client_upgrade,
+                upgrade,
+            );
         }
         // The budget: retries in flight may be a share of the requests in flight. This
         // request's previous retry is over, so it does not count against the next.
@@ -634,11 +653,23 @@ async fn forward_retrying(
             .try_retry(policy.budget.0, policy.min_retries)
         else {
             listener.metrics.retry(&route.name, "budget-exhausted");
-            return answer(listener, result?, request_id, client_upgrade, upgrade);
+            return answer(
+                listener,
+                result?,
+                &added.request_id,
+                client_upgrade,
+                upgrade,
+            );
         };
         let backoff = backoff(policy, attempt_no);
         if std::time::Instant::now() + backoff >= deadline {
-            return answer(listener, result?, request_id, client_upgrade, upgrade);
+            return answer(
+                listener,
+                result?,
+                &added.request_id,
+                client_upgrade,
+                upgrade,
+            );
         }
         // A retry goes to another endpoint; with none left, the last answer stands.
         tried.push(endpoint.addr());
@@ -647,7 +678,13 @@ async fn forward_retrying(
             .filter(|e| !tried.contains(&e.addr()));
         let Some(next) = next else {
             listener.metrics.retry(&route.name, "no-other-endpoint");
-            return answer(listener, result?, request_id, client_upgrade, upgrade);
+            return answer(
+                listener,
+                result?,
+                &added.request_id,
+                client_upgrade,
+                upgrade,
+            );
         };
         drop(result);
         _retry_guard = Some(guard);
@@ -665,6 +702,7 @@ struct Hedged<'a> {
     route: &'a Route,
     policy: &'a steady_config::retry::Retries,
     parts: &'a http::request::Parts,
+    added: &'a headers::Added,
     body: &'a Bytes,
     hash: Option<u64>,
     idempotent: bool,
@@ -731,10 +769,10 @@ impl Hedged<'_> {
             uri,
             parts.headers,
             RequestBody::buffered(self.body.clone()),
-            obs.trace,
+            self.added,
             obs,
         );
-        if let Some(span) = &mut copy.1 {
+        if let Some(span) = &mut copy.recorded {
             span.hedge = true;
         }
         self.listener.metrics.retry(&route.name, "hedge");
@@ -782,7 +820,7 @@ async fn forward_streamed(
     endpoint: &Arc<steady_balance::Endpoint>,
     parts: &mut http::request::Parts,
     body: Incoming,
-    request_id: &HeaderValue,
+    added: &headers::Added,
     start: std::time::Instant,
     (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
     obs: Observer<'_>,
@@ -803,7 +841,7 @@ async fn forward_streamed(
         uri,
         std::mem::take(&mut parts.headers),
         body,
-        obs.trace,
+        added,
         obs,
     );
     let exchanged = attempt(
@@ -817,21 +855,29 @@ async fn forward_streamed(
         obs,
     )
     .await?;
-    answer(listener, exchanged, request_id, client_upgrade, upgrade)
+    answer(
+        listener,
+        exchanged,
+        &added.request_id,
+        client_upgrade,
+        upgrade,
+    )
 }
 
 /// The request an endpoint is sent: the client's method, the rewritten target and
-/// headers, HTTP/1.1 toward the transport (hyper-util's client speaks h2c on its own).
+/// headers, HTTP/1.1 toward the transport (hyper-util's client speaks h2c on its own),
+/// with the headers steady adds (and this attempt's trace context).
 fn upstream_request(
     method: &http::Method,
     uri: Uri,
-    mut headers: http::HeaderMap,
+    headers: http::HeaderMap,
     body: RequestBody,
-    trace: Option<&crate::trace::RequestTrace>,
+    added: &headers::Added,
     obs: Observer<'_>,
 ) -> Outgoing {
+    let mut added = added.clone();
     // Each attempt is its own span in the request's trace.
-    let span = trace.map(|trace| trace.inject_attempt(&mut headers));
+    let span = obs.trace.map(|trace| trace.inject_attempt(&mut added));
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -840,11 +886,20 @@ fn upstream_request(
     let recorded = span
         .filter(|_| obs.recording())
         .map(|id| crate::otel::AttemptSpan { id, hedge: false });
-    (req, recorded)
+    Outgoing {
+        req,
+        recorded,
+        added,
+    }
 }
 
-/// An upstream request, with its attempt's span when the request's spans are recorded.
-type Outgoing = (Request<RequestBody>, Option<crate::otel::AttemptSpan>);
+/// An upstream request: its headers steady adds, and its attempt's span when the
+/// request's spans are recorded.
+struct Outgoing {
+    req: Request<RequestBody>,
+    recorded: Option<crate::otel::AttemptSpan>,
+    added: headers::Added,
+}
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
 pub(crate) fn is_idempotent(method: &http::Method) -> bool {
@@ -930,7 +985,11 @@ type Exchanged = Response<ResponseBody>;
 async fn attempt(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
-    (upstream_req, span): Outgoing,
+    Outgoing {
+        req: upstream_req,
+        recorded: span,
+        added,
+    }: Outgoing,
     verdict: Option<&BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
@@ -954,7 +1013,7 @@ async fn attempt(
     let result = exchange(
         route,
         endpoint,
-        upstream_req,
+        (upstream_req, added),
         verdict,
         (deadline, start),
         trace,
@@ -981,7 +1040,7 @@ fn trace_id(obs: Observer<'_>) -> Option<TraceId> {
 async fn exchange(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
-    upstream_req: Request<RequestBody>,
+    (mut upstream_req, added): (Request<RequestBody>, headers::Added),
     verdict: Option<&BodyVerdict>,
     (deadline, start): (Duration, std::time::Instant),
     trace: Option<TraceId>,
@@ -992,18 +1051,23 @@ async fn exchange(
     let in_flight = endpoint.start(start);
     let exchange = async {
         match transport {
-            Transport::Http1(pool) => match pool.send(endpoint.addr(), upstream_req).await {
-                Ok(response) => Ok(response.map(ResponseBody::from)),
-                Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
-                Err(e) => Err(Ok((
-                    matches!(e, crate::pool::PoolError::Connect { .. }),
-                    e.to_string(),
-                ))),
-            },
-            Transport::H2c(client) => match client.request(upstream_req).await {
-                Ok(response) => Ok(response.map(ResponseBody::from)),
-                Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
-            },
+            Transport::Http1(pool) => {
+                match pool.send(endpoint.addr(), upstream_req, &added).await {
+                    Ok(response) => Ok(response.map(ResponseBody::from)),
+                    Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
+                    Err(e) => Err(Ok((
+                        matches!(e, crate::pool::PoolError::Connect { .. }),
+                        e.to_string(),
+                    ))),
+                }
+            }
+            Transport::H2c(client) => {
+                added.apply(upstream_req.headers_mut());
+                match client.request(upstream_req).await {
+                    Ok(response) => Ok(response.map(ResponseBody::from)),
+                    Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
+                }
+            }
         }
     };
     // Boxed: the exchange and its timer are most of a request's future (about 1.4 KB).

@@ -167,6 +167,7 @@ impl Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         req: Request<RequestBody>,
+        added: &crate::headers::Added,
     ) -> Result<Response<crate::h1::Body>, PoolError> {
         let (parts, mut body) = req.into_parts();
         let repeatable = crate::http::is_idempotent(&parts.method) && body.is_end_stream();
@@ -177,7 +178,7 @@ impl Pool {
                 // grow every request future that awaits this one.
                 None => (Box::pin(self.connect(addr)).await?, false),
             };
-            match conn.exchange(&parts, &mut body, addr).await {
+            match conn.exchange(&parts, added, &mut body, addr).await {
                 Ok((head, upload)) => {
                     let lease = Lease {
                         pool: Some(self.clone()),

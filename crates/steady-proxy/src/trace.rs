@@ -144,8 +144,9 @@ impl RequestTrace {
     }
 
     /// Sets `traceparent` (a new span id for this attempt, child of the request span)
-    /// and `tracestate` on an upstream request's headers; returns the attempt's span id.
-    pub fn inject_attempt(&self, headers: &mut HeaderMap) -> SpanId {
+    /// and `tracestate` among the headers added to an upstream request; returns the
+    /// attempt's span id.
+    pub fn inject_attempt(&self, added: &mut crate::headers::Added) -> SpanId {
         let span = random_span_id();
         // `00-<trace id>-<span id>-<flags>`: 55 bytes, version 00 (W3C Trace Context §3.2).
         let mut buf = [0u8; 55];
@@ -155,24 +156,19 @@ impl RequestTrace {
         crate::text::hex_into(&span.to_bytes(), &mut buf[36..52]);
         buf[52] = b'-';
         crate::text::hex_into(&[self.flags.to_u8()], &mut buf[53..55]);
-        if let Ok(value) = HeaderValue::from_bytes(&buf) {
-            headers.insert(TRACEPARENT, value);
-        }
+        added.traceparent = Some(buf);
         let state = self.state.header();
-        match HeaderValue::from_str(&state) {
-            Ok(value) if !state.is_empty() => {
-                headers.insert(TRACESTATE, value);
-            }
-            _ => {
-                headers.remove(TRACESTATE);
-            }
-        }
+        added.tracestate = if state.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&state).ok()
+        };
         span
     }
 }
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 #[cfg(test)]
 mod tests {
@@ -220,7 +216,7 @@ mod tests {
         assert_ne!(trace.span_id(), "00f067aa0ba902b7");
 
         let mut out = incoming.clone();
-        let first = trace.inject_attempt(&mut out);
+        let first = inject(&trace, &mut out);
         let parent = out["traceparent"].to_str().unwrap().to_string();
         assert_eq!(
             parent,
@@ -228,8 +224,17 @@ mod tests {
             "same trace, the attempt's span, the client's sampling"
         );
         assert_eq!(out["tracestate"], "vendor=abc");
-        let second = trace.inject_attempt(&mut out);
+        let second = inject(&trace, &mut out);
         assert_ne!(first, second, "each attempt is its own span");
+    }
+
+    /// The attempt's trace headers, set on `out` as the h2c client gets them.
+    fn inject(trace: &RequestTrace, out: &mut HeaderMap) -> SpanId {
+        let id = HeaderValue::from_static("id");
+        let mut added = crate::headers::Added::new(out, [127, 0, 0, 1].into(), "http", None, id);
+        let span = trace.inject_attempt(&mut added);
+        added.apply(out);
+        span
     }
 
     /// What the propagator would send for the same trace and span.
@@ -260,7 +265,7 @@ mod tests {
         ] {
             let trace = RequestTrace::from_headers(&incoming);
             let mut out = incoming.clone();
-            let span = trace.inject_attempt(&mut out);
+            let span = inject(&trace, &mut out);
             let expected = propagator_headers(&trace, span);
             assert_eq!(out.get("traceparent"), expected.get("traceparent"));
             // The propagator sends an empty `tracestate`; steady leaves it out.
@@ -277,7 +282,7 @@ mod tests {
             trace.head_sample(0.25);
             kept += usize::from(trace.sampled());
             let mut out = HeaderMap::new();
-            trace.inject_attempt(&mut out);
+            inject(&trace, &mut out);
             let flag = if trace.sampled() { "-01" } else { "-00" };
             assert!(out["traceparent"].to_str().unwrap().ends_with(flag));
         }
@@ -321,7 +326,7 @@ mod tests {
             assert_ne!(trace.trace_id(), "0".repeat(32));
             assert!(trace.parent_span_id().is_none());
             let mut out = bad.clone();
-            trace.inject_attempt(&mut out);
+            inject(&trace, &mut out);
             let header = out["traceparent"].to_str().unwrap();
             assert!(
                 header.starts_with(&format!("00-{}-", trace.trace_id())),

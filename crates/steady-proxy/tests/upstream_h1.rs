@@ -84,6 +84,15 @@ impl Head {
         self.get(name).is_some()
     }
 
+    /// Every value of `name`, in order.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Whether a comma-separated field `name` lists `token` (case-insensitive).
     fn lists(&self, name: &str, token: &str) -> bool {
         self.fields
@@ -1188,6 +1197,50 @@ async fn forwarded_headers_are_set_and_hop_by_hop_headers_dropped() {
     assert_eq!(up.head.get("x-request-id"), Some(id.as_str()));
     assert_eq!(up.head.get("host"), Some("upstream.test"));
     assert_eq!(up.head.get("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn headers_steady_sets_replace_the_clients_once() {
+    // steady writes these into the upstream head itself: each must appear once, with
+    // steady's value, whatever the client sent (several lines, odd case included).
+    let backend = RawBackend::serve(|_| reply(OK)).await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+    let answer = client
+        .exchange(
+            b"GET /h HTTP/1.1\r\nHost: shop.example\r\n\
+              X-Forwarded-For: 203.0.113.9\r\nx-forwarded-for: 198.51.100.7\r\n\
+              X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\
+              X-Request-Id: req-7\r\n\
+              traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+              tracestate: vendor=abc\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    let up = backend.last();
+    let h = &up.head;
+    // The first prior hop is kept, as before steady wrote the head itself.
+    assert_eq!(
+        h.all("x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"],
+        "{h:?}"
+    );
+    assert_eq!(h.all("x-forwarded-proto"), ["http"], "{h:?}");
+    assert_eq!(h.all("x-forwarded-host"), ["shop.example"], "{h:?}");
+    assert_eq!(h.all("x-request-id"), ["req-7"], "{h:?}");
+    let parent = h.all("traceparent");
+    assert_eq!(parent.len(), 1, "{h:?}");
+    assert!(
+        parent[0].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && !parent[0].contains("00f067aa0ba902b7"),
+        "the same trace, the attempt's own span: {h:?}"
+    );
+    assert_eq!(h.all("tracestate"), ["vendor=abc"], "{h:?}");
+    assert!(
+        !h.has("expect"),
+        "steady answers 100-continue itself: {h:?}"
+    );
+    assert_eq!(h.all("host"), ["shop.example"], "{h:?}");
 }
 
 // ---------------------------------------------------------------------------------------
