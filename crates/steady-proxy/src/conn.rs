@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -145,6 +145,8 @@ pin_project_lite::pin_project! {
         // One timer per connection, re-armed only when the deadline moves earlier.
         timer: Option<Pin<Box<Sleep>>>,
         armed_for: u64,
+        // The task the armed timer will wake.
+        waiter: Option<Waker>,
         verdict: u8,
         // Bytes of the 408 response already written.
         written_408: usize,
@@ -171,6 +173,7 @@ impl<T> ConnIo<T> {
             idle_ms: idle_timeout.as_millis() as u64,
             timer: None,
             armed_for: 0,
+            waiter: None,
             verdict: VERDICT_NONE,
             written_408: 0,
             turn: batch::Turn::default(),
@@ -228,18 +231,35 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             else {
                 return Poll::Pending;
             };
-            let at = this.state.start + Duration::from_millis(deadline);
-            let timer = this
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             // Re-armed only when the deadline moves earlier: activity moves it later on
             // every request, and a timer that fires early just comes back here. A
             // deadline already past fires at once.
             if *this.armed_for == 0 || deadline < *this.armed_for {
-                timer.as_mut().reset(at);
+                let at = this.state.start + Duration::from_millis(deadline);
+                match this.timer {
+                    Some(timer) => timer.as_mut().reset(at),
+                    None => *this.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
                 *this.armed_for = deadline;
+                *this.waiter = None;
+            }
+            let Some(timer) = this.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            // The timer wakes the task that polled it last: while that is still the
+            // task waiting here and the timer has not fired, polling it again (some 300
+            // instructions, twice a request) would change nothing.
+            let same_task = this
+                .waiter
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            if same_task && !timer.is_elapsed() {
+                return Poll::Pending;
             }
             if timer.as_mut().poll(cx).is_pending() {
+                if !same_task {
+                    *this.waiter = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             // The timer fired, at the deadline it was armed for. Activity may have moved
