@@ -1108,12 +1108,86 @@ def syscalls(knobs, workdir):
             print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in per) + " |")
 
 
+def ctx_switches(pids):
+    """(voluntary, involuntary) context switches summed over every thread of pids."""
+    vol = invol = 0
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/status"):
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches"):
+                            invol += int(line.split()[1])
+            except OSError:
+                pass
+    return vol, invol
+
+
+def switches(knobs, workdir):
+    """Wake-ups per request in the closed loop: how often each proxy is preempted (its
+    involuntary switches; the backend shares its core), how often the backend and the
+    load generator go to sleep and must be woken (their voluntary switches), and the CPU
+    of the proxy and the backend. All targets stay up; ROUNDS rounds, interleaved."""
+    targets = os.environ.get("TARGETS", "steady,haproxy,nginx").split(",")
+    b = Bench(knobs, workdir)
+    rows = []
+    try:
+        backend = b.start_backend()
+        servers = {}
+        for key in targets:
+            s = b.start_proxy(key)
+            if s:
+                servers[key] = s
+                b.run_wrk(s.port, knobs.warmup, knobs.conns)
+        for r in range(knobs.rounds):
+            for key, s in servers.items():
+                pids = children_of(s.proc.pid) or s.pids() if key == "nginx" else s.pids()
+                bpids = backend.pids()
+                p0, b0, x0, y0 = cpu_split(pids), cpu_split(bpids), ctx_switches(pids), ctx_switches(bpids)
+                # wrk under GNU time, for its own context switches
+                cmd = ["/usr/bin/time", "-f", "WRK %w %c", "taskset", "-c", knobs.loadgen_cpu, "wrk", "-t1",
+                       f"-c{knobs.conns}", f"-d{knobs.duration}s", "--timeout", "5s", f"http://127.0.0.1:{s.port}/"]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=knobs.duration + 30)
+                p1, b1, x1, y1 = cpu_split(pids), cpu_split(bpids), ctx_switches(pids), ctx_switches(bpids)
+                n = int(re.search(r"(\d+) requests in", out.stdout).group(1))
+                wrk = re.search(r"WRK (\d+) (\d+)", out.stderr)
+                tick = 1e6 / CLK_TCK
+                row = {
+                    "target": key, "round": r + 1, "rps": n / knobs.duration,
+                    "proxy_us": ((p1[0] - p0[0]) + (p1[1] - p0[1])) * tick / n,
+                    "proxy_user_sys": ((p1[0] - p0[0]) * tick / n, (p1[1] - p0[1]) * tick / n),
+                    "preempted": (x1[1] - x0[1]) / n,
+                    "backend_us": ((b1[0] - b0[0]) + (b1[1] - b0[1])) * tick / n,
+                    "backend_wakes": (y1[0] - y0[0]) / n,
+                    "wrk_wakes": int(wrk.group(1)) / n if wrk else float("nan"),
+                }
+                rows.append(row)
+                log(f"round {r + 1} {key}: {row['rps']:.0f} req/s, proxy {row['proxy_us']:.1f} us/req, "
+                    f"preempted {row['preempted']:.3f}/req, backend woken {row['backend_wakes']:.3f}/req, "
+                    f"wrk woken {row['wrk_wakes']:.3f}/req")
+    finally:
+        b.procs.stop_all()
+    print("\n| target | req/s | proxy CPU µs/req (user + sys) | proxy preempted /req | backend CPU µs/req "
+          "| backend woken /req | wrk woken /req |")
+    print("|---|---|---|---|---|---|---|")
+    for key in servers:
+        mine = [x for x in rows if x["target"] == key]
+        u = med([x["proxy_user_sys"][0] for x in mine])
+        sy = med([x["proxy_user_sys"][1] for x in mine])
+        print(f"| {key} | {med([x['rps'] for x in mine]):,.0f} | {med([x['proxy_us'] for x in mine]):.1f} "
+              f"({u:.1f} + {sy:.1f}) | {med([x['preempted'] for x in mine]):.3f} | "
+              f"{med([x['backend_us'] for x in mine]):.1f} | {med([x['backend_wakes'] for x in mine]):.3f} | "
+              f"{med([x['wrk_wakes'] for x in mine]):.3f} |")
+
+
 # ---------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description="steady benchmark orchestrator (use bench/run.sh)")
-    ap.add_argument("mode", choices=["run", "profile", "callgrind", "syscalls"])
+    ap.add_argument("mode", choices=["run", "profile", "callgrind", "syscalls", "switches"])
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
     knobs = Knobs()
@@ -1133,6 +1207,9 @@ def main():
         return
     if args.mode == "syscalls":
         syscalls(knobs, args.workdir)
+        return
+    if args.mode == "switches":
+        switches(knobs, args.workdir)
         return
 
     bench = Bench(knobs, args.workdir)

@@ -31,7 +31,7 @@ apt_install() {
 }
 
 ensure_tools() {
-    # ensure_tools [perf|valgrind|strace]
+    # ensure_tools [perf|valgrind|strace|time]
     command -v taskset >/dev/null || apt_install util-linux
     command -v python3 >/dev/null || apt_install python3
     command -v nginx   >/dev/null || apt_install nginx-light || apt_install nginx
@@ -45,6 +45,9 @@ ensure_tools() {
     fi
     if [ "${1:-}" = strace ]; then
         command -v strace >/dev/null || apt_install strace
+    fi
+    if [ "${1:-}" = time ]; then
+        [ -x /usr/bin/time ] || apt_install time
     fi
     if ! command -v oha >/dev/null; then
         export PATH="$HOME/.cargo/bin:$PATH"
