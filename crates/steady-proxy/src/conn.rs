@@ -256,7 +256,11 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             if same_task && !timer.is_elapsed() {
                 return Poll::Pending;
             }
-            if timer.as_mut().poll(cx).is_pending() {
+            // Outside the task's cooperative budget: a timer refused for an exhausted
+            // budget would not be registered, and the task, taken for registered, would
+            // never poll it again.
+            let mut polled = tokio::task::unconstrained(timer.as_mut());
+            if Pin::new(&mut polled).poll(cx).is_pending() {
                 if !same_task {
                     *this.waiter = Some(cx.waker().clone());
                 }
@@ -393,6 +397,34 @@ mod tests {
         let started = Instant::now();
         let mut buf = [0u8; 8];
         let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_first_polled_on_an_exhausted_budget_still_fires() {
+        // A busy connection task may have spent its cooperative budget when its read
+        // finds no bytes: the idle timer must be registered all the same.
+        let (mut io, _client, state) = wrapped(10, 60);
+        state.request_started(false);
+        state.request_finished();
+        let mut burnt = false;
+        let mut buf = [0u8; 8];
+        let read = std::future::poll_fn(|cx| {
+            if !std::mem::replace(&mut burnt, true) {
+                loop {
+                    let mut spend = std::pin::pin!(tokio::task::consume_budget());
+                    if spend.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                }
+            }
+            let mut into = ReadBuf::new(&mut buf);
+            Pin::new(&mut io).poll_read(cx, &mut into)
+        });
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(120), read).await;
+        let err = outcome.expect("the idle timeout fired").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed().as_secs(), 60);
     }
