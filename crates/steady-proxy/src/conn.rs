@@ -13,18 +13,18 @@
 //! of the worker's run queue (see `batch`), so the responses that became ready in one
 //! turn reach their clients together.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::batch;
+use crate::timer::Armed;
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
 content-length: 58\r\nconnection: close\r\n\r\n{\"error\":\"client-timeout\",\"status\":408,\"source\":\"client\"}";
@@ -146,7 +146,7 @@ pin_project_lite::pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         armed_for: u64,
         // The task the armed timer will wake.
-        waiter: Option<Waker>,
+        armed: Armed,
         verdict: u8,
         // Bytes of the 408 response already written.
         written_408: usize,
@@ -173,7 +173,7 @@ impl<T> ConnIo<T> {
             idle_ms: idle_timeout.as_millis() as u64,
             timer: None,
             armed_for: 0,
-            waiter: None,
+            armed: Armed::default(),
             verdict: VERDICT_NONE,
             written_408: 0,
             turn: batch::Turn::default(),
@@ -241,29 +241,13 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
                     None => *this.timer = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
                 *this.armed_for = deadline;
-                *this.waiter = None;
+                this.armed.reset();
             }
             let Some(timer) = this.timer.as_mut() else {
                 return Poll::Pending;
             };
-            // The timer wakes the task that polled it last: while that is still the
-            // task waiting here and the timer has not fired, polling it again (some 300
-            // instructions, twice a request) would change nothing.
-            let same_task = this
-                .waiter
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()));
-            if same_task && !timer.is_elapsed() {
-                return Poll::Pending;
-            }
-            // Outside the task's cooperative budget: a timer refused for an exhausted
-            // budget would not be registered, and the task, taken for registered, would
-            // never poll it again.
-            let mut polled = tokio::task::unconstrained(timer.as_mut());
-            if Pin::new(&mut polled).poll(cx).is_pending() {
-                if !same_task {
-                    *this.waiter = Some(cx.waker().clone());
-                }
+            // Polled only when the waiting task changed or the timer fired (see `timer`).
+            if this.armed.poll(timer.as_mut(), cx).is_pending() {
                 return Poll::Pending;
             }
             // The timer fired, at the deadline it was armed for. Activity may have moved
@@ -315,6 +299,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn wrapped(

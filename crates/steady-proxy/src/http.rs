@@ -519,6 +519,7 @@ async fn forward_retrying(
 ) -> Result<Response<ResponseBody>, Kind> {
     let upstream = &route.upstream;
     let transport = upstream.transport();
+    let request_id = &added.request_id;
     let start = std::time::Instant::now();
     // With retries: read a small body in full first so every attempt can send it.
     let replayable = if body.is_end_stream() {
@@ -628,22 +629,10 @@ async fn forward_retrying(
             h.record(now.elapsed());
         }
         let Some(reason) = retry_reason(policy, &result, idempotent) else {
-            return answer(
-                listener,
-                result?,
-                &added.request_id,
-                client_upgrade,
-                upgrade,
-            );
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
         };
         if attempt_no >= policy.attempts {
-            return answer(
-                listener,
-                result?,
-                &added.request_id,
-                client_upgrade,
-                upgrade,
-            );
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
         }
         // The budget: retries in flight may be a share of the requests in flight. This
         // request's previous retry is over, so it does not count against the next.
@@ -653,23 +642,11 @@ async fn forward_retrying(
             .try_retry(policy.budget.0, policy.min_retries)
         else {
             listener.metrics.retry(&route.name, "budget-exhausted");
-            return answer(
-                listener,
-                result?,
-                &added.request_id,
-                client_upgrade,
-                upgrade,
-            );
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
         };
         let backoff = backoff(policy, attempt_no);
         if std::time::Instant::now() + backoff >= deadline {
-            return answer(
-                listener,
-                result?,
-                &added.request_id,
-                client_upgrade,
-                upgrade,
-            );
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
         }
         // A retry goes to another endpoint; with none left, the last answer stands.
         tried.push(endpoint.addr());
@@ -678,13 +655,7 @@ async fn forward_retrying(
             .filter(|e| !tried.contains(&e.addr()));
         let Some(next) = next else {
             listener.metrics.retry(&route.name, "no-other-endpoint");
-            return answer(
-                listener,
-                result?,
-                &added.request_id,
-                client_upgrade,
-                upgrade,
-            );
+            return answer(listener, result?, request_id, client_upgrade, upgrade);
         };
         drop(result);
         _retry_guard = Some(guard);
@@ -1074,7 +1045,7 @@ async fn exchange(
     // Inline, every phase above (`attempt`, `forward_streamed`, `forward`, `proxy`,
     // `handle`) carried them and copied them when it built its callee's future: some
     // 13 KB of `memcpy` per request, against one allocation.
-    let result = Box::pin(Deadline::new(deadline, exchange)).await;
+    let result = Box::pin(crate::timer::Deadline::new(deadline, exchange)).await;
     let now = tokio::time::Instant::now().into_std();
     *ended = Some(now);
     let response = match result {
@@ -1132,67 +1103,6 @@ async fn exchange(
         trace,
     );
     Ok(response)
-}
-
-pin_project_lite::pin_project! {
-    /// `tokio::time::timeout`, except that the timer is polled only when the task
-    /// waiting changes or the timer has fired. tokio's polls it on every wake, which
-    /// registers the same task again (about 300 instructions; an exchange wakes twice).
-    struct Deadline<F> {
-        #[pin]
-        inner: F,
-        #[pin]
-        timer: tokio::time::Sleep,
-        // The task the timer will wake.
-        waiter: Option<std::task::Waker>,
-    }
-}
-
-/// The deadline passed before the future completed.
-struct Elapsed;
-
-impl<F> Deadline<F> {
-    fn new(after: Duration, inner: F) -> Self {
-        Deadline {
-            inner,
-            timer: tokio::time::sleep(after),
-            waiter: None,
-        }
-    }
-}
-
-impl<F: std::future::Future> std::future::Future for Deadline<F> {
-    type Output = Result<F::Output, Elapsed>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use std::task::Poll;
-        let this = self.project();
-        if let Poll::Ready(out) = this.inner.poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        let same_task = this
-            .waiter
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        if same_task && !this.timer.is_elapsed() {
-            return Poll::Pending;
-        }
-        // Outside the cooperative budget, as tokio polls its own: a timer refused for
-        // a spent budget is not registered, and would never be polled again.
-        let mut timer = tokio::task::unconstrained(this.timer);
-        match std::pin::Pin::new(&mut timer).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => {
-                if !same_task {
-                    *this.waiter = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    }
 }
 
 /// Notes one attempt when it ends, however it ends (a lost hedge race drops it): its
@@ -1272,53 +1182,4 @@ async fn splice(
         }
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_deadline_ends_a_stalled_future_and_passes_a_ready_one() {
-        let started = tokio::time::Instant::now();
-        let stalled = Deadline::new(Duration::from_secs(5), std::future::pending::<()>());
-        assert!(stalled.await.is_err());
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-        let ready = Deadline::new(Duration::from_secs(5), async { 7 });
-        assert!(matches!(ready.await, Ok(7)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_deadline_first_polled_on_a_spent_budget_still_fires() {
-        // The first poll comes with the task's cooperative budget spent, the next ones
-        // (woken by the future itself) with budget: the timer must still be registered.
-        let mut deadline = std::pin::pin!(Deadline::new(
-            Duration::from_secs(5),
-            std::future::pending::<()>()
-        ));
-        let mut first = true;
-        let started = tokio::time::Instant::now();
-        let outcome = std::future::poll_fn(|cx| {
-            if std::mem::replace(&mut first, false) {
-                loop {
-                    let mut spend = std::pin::pin!(tokio::task::consume_budget());
-                    if spend.as_mut().poll(cx).is_pending() {
-                        break;
-                    }
-                }
-            }
-            match Pin::new(&mut deadline).poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_err()),
-                Poll::Pending => Poll::Pending,
-            }
-        });
-        let timed_out = tokio::time::timeout(Duration::from_secs(60), outcome)
-            .await
-            .expect("the deadline fired");
-        assert!(timed_out);
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-    }
 }

@@ -46,6 +46,8 @@
 //! - [`tcp`]: L4 proxying.
 //! - `text`: hex, integers and addresses formatted into byte buffers for headers and
 //!   log lines, without `core::fmt`.
+//! - `timer`: timers polled once per waiting task (the client connection's deadlines,
+//!   the exchange's `Deadline`).
 //! - `clock`: the wall-clock time of a request's arrival, derived from its monotonic
 //!   instant (one clock read per request, not two).
 //! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt,
@@ -81,6 +83,7 @@ pub mod router;
 pub mod slo;
 pub mod tcp;
 mod text;
+mod timer;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -1,0 +1,133 @@
+//! Timers polled once per waiting task.
+//!
+//! A tokio timer registers the waker of the task that polls it. Polled again by the same
+//! task before it fires, it changes nothing, yet tokio's `Timeout` and a socket wrapper
+//! that re-checks its deadline on every read poll it on every wake (about 300
+//! instructions each time, several times a request). [`Armed`] remembers which task the
+//! timer will wake and skips those polls.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+
+/// Which task a timer will wake, if it was polled since it was last set.
+#[derive(Debug, Default)]
+pub(crate) struct Armed {
+    waiter: Option<Waker>,
+}
+
+impl Armed {
+    /// Forgets the task: call after the timer is reset, so the next poll registers.
+    pub(crate) fn reset(&mut self) {
+        self.waiter = None;
+    }
+
+    /// Polls `timer`, unless the task polling is the one it will wake and it has not
+    /// fired. It is polled outside the task's cooperative budget, as tokio polls its
+    /// own `Timeout`'s: a timer refused for a spent budget would not be registered, and
+    /// would never be polled again.
+    pub(crate) fn poll(&mut self, timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
+        let same_task = self
+            .waiter
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if same_task && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        let mut unconstrained = tokio::task::unconstrained(timer);
+        let polled = Pin::new(&mut unconstrained).poll(cx);
+        if polled.is_pending() && !same_task {
+            self.waiter = Some(cx.waker().clone());
+        }
+        polled
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `tokio::time::timeout` with its timer polled through [`Armed`] (an exchange is
+    /// woken twice before its response head: after its turn to write, and when the
+    /// head arrives).
+    pub(crate) struct Deadline<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: Sleep,
+        armed: Armed,
+    }
+}
+
+/// The deadline passed before the future completed.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+impl<F> Deadline<F> {
+    /// `inner`, given `after` to complete.
+    pub(crate) fn new(after: Duration, inner: F) -> Self {
+        Deadline {
+            inner,
+            timer: tokio::time::sleep(after),
+            armed: Armed::default(),
+        }
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        this.armed.poll(this.timer, cx).map(|()| Err(Elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_ends_a_stalled_future_and_passes_a_ready_one() {
+        let started = tokio::time::Instant::now();
+        let stalled = Deadline::new(Duration::from_secs(5), std::future::pending::<()>());
+        assert!(stalled.await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        let ready = Deadline::new(Duration::from_secs(5), async { 7 });
+        assert!(matches!(ready.await, Ok(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_first_polled_on_a_spent_budget_still_fires() {
+        // The first poll comes with the task's cooperative budget spent, the next ones
+        // (woken by the future itself) with budget: the timer must still be registered.
+        let mut deadline = std::pin::pin!(Deadline::new(
+            Duration::from_secs(5),
+            std::future::pending::<()>()
+        ));
+        let mut first = true;
+        let started = tokio::time::Instant::now();
+        let outcome = std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut first, false) {
+                loop {
+                    let mut spend = std::pin::pin!(tokio::task::consume_budget());
+                    if spend.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                }
+            }
+            match Pin::new(&mut deadline).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_err()),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let timed_out = tokio::time::timeout(Duration::from_secs(60), outcome)
+            .await
+            .expect("the deadline fired");
+        assert!(timed_out);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+}
