@@ -594,20 +594,7 @@ async fn forward_retrying(
             .and_then(|h| h.delay(now))
             .filter(|d| *d < per_try);
         let result = match hedge_delay {
-            None => {
-                let trace = trace_id(obs);
-                attempt(
-                    route,
-                    &endpoint,
-                    upstream_req,
-                    None,
-                    per_try,
-                    now,
-                    trace,
-                    obs,
-                )
-                .await
-            }
+            None => attempt(route, &endpoint, upstream_req, None, per_try, now, obs).await,
             Some(delay) => {
                 let hedge = Hedged {
                     listener,
@@ -694,18 +681,8 @@ impl Hedged<'_> {
         tried: &mut Vec<SocketAddr>,
     ) -> Result<Exchanged, Kind> {
         let (route, upstream) = (self.route, &self.route.upstream);
-        let trace = trace_id(self.obs);
         let obs = self.obs;
-        let first = attempt(
-            route,
-            endpoint,
-            upstream_req,
-            None,
-            per_try,
-            start,
-            trace,
-            obs,
-        );
+        let first = attempt(route, endpoint, upstream_req, None, per_try, start, obs);
         tokio::pin!(first);
         tokio::select! {
             biased;
@@ -756,7 +733,6 @@ impl Hedged<'_> {
             None,
             per_try.saturating_sub(delay),
             now,
-            trace,
             obs,
         );
         tokio::pin!(second);
@@ -822,7 +798,6 @@ async fn forward_streamed(
         verdict.as_deref(),
         route.timeout,
         start,
-        trace_id(obs),
         obs,
     )
     .await?;
@@ -950,9 +925,6 @@ type Exchanged = Response<ResponseBody>;
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
-/// `trace` is the request's trace id, for the operational logs of what the attempt
-/// causes (an ejection).
-#[allow(clippy::too_many_arguments)]
 async fn attempt(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
@@ -964,9 +936,11 @@ async fn attempt(
     verdict: Option<&BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
-    trace: Option<TraceId>,
     obs: Observer<'_>,
 ) -> Result<Exchanged, Kind> {
+    // The request's trace id, for the operational logs of what the attempt causes (an
+    // ejection).
+    let trace = obs.trace.map(|t| t.ids().0);
     // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
     // `span` is there only if `upstream_request` found the request's spans recording.
     let span = span.and_then(|span| Some((obs.spans?, span)));
@@ -999,11 +973,6 @@ async fn attempt(
         });
     }
     result
-}
-
-/// The request's trace id (set by `proxy` before any attempt).
-fn trace_id(obs: Observer<'_>) -> Option<TraceId> {
-    obs.trace.map(|t| t.ids().0)
 }
 
 /// One attempt's exchange: see [`attempt`]. `ended` gets the clock reading taken when
