@@ -88,36 +88,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: Option<HeaderValu
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    proto: &'static str,
-    host: Option<HeaderValue>,
-) {
-    // Formatted on the stack: the common case (no prior hop) allocates only the value.
-    let mut text = crate::text::Stack::<64>::new();
-    crate::text::push_ip(&mut text, client);
-    let ip = text.as_bytes();
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) if !prior.is_empty() => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_bytes(&v)
-        }
-        _ => HeaderValue::from_bytes(ip),
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
-}
-
 /// The headers steady sets on a request for its upstream, replacing any the client
 /// sent: `X-Forwarded-For` (the client's address after the prior hops), `-Proto`,
 /// `-Host`, `X-Request-Id`, and the attempt's `traceparent` and `tracestate`; and
@@ -178,14 +148,19 @@ impl Added {
         }
     }
 
+    /// `X-Forwarded-For`'s value: the prior hops, then the client.
+    fn push_forwarded_for(&self, out: &mut impl crate::text::Out) {
+        if let Some(prior) = self.prior_for.as_ref().filter(|p| !p.is_empty()) {
+            out.put(prior.as_bytes());
+            out.put(b", ");
+        }
+        crate::text::push_ip(out, self.client);
+    }
+
     /// Appends the header lines to an HTTP/1.1 head.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prior) = self.prior_for.as_ref().filter(|p| !p.is_empty()) {
-            out.extend_from_slice(prior.as_bytes());
-            out.extend_from_slice(b", ");
-        }
-        crate::text::push_ip(out, self.client);
+        self.push_forwarded_for(out);
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.proto.as_bytes());
         if let Some(host) = &self.host {
@@ -207,7 +182,18 @@ impl Added {
 
     /// Sets the headers in `headers` (for a client that takes a `HeaderMap`).
     pub fn apply(&self, headers: &mut HeaderMap) {
-        set_forwarded(headers, self.client, self.proto, self.host.clone());
+        let mut forwarded_for = Vec::new();
+        self.push_forwarded_for(&mut forwarded_for);
+        if let Ok(value) = HeaderValue::from_bytes(&forwarded_for) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.proto),
+        );
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
         headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
         headers.remove(header::EXPECT);
         if let Some(traceparent) = &self.traceparent {
@@ -305,15 +291,25 @@ mod tests {
     fn appends_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(
-            &mut h,
+        let added = Added::new(
+            &h,
             "127.0.0.1".parse().unwrap(),
             "http",
             Some(HeaderValue::from_static("a.example")),
+            HeaderValue::from_static("id"),
         );
+        added.apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");
+        // The same lines as an HTTP/1.1 head gets them.
+        let mut head = Vec::new();
+        added.write(&mut head);
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.starts_with("x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n"),
+            "{head}"
+        );
     }
 
     #[test]
