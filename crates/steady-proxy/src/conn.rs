@@ -234,18 +234,22 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             // Re-armed only when the deadline moves earlier: activity moves it later on
             // every request, and a timer that fires early just comes back here. A
             // deadline already past fires at once.
-            if *this.armed_for == 0 || deadline < *this.armed_for {
-                let at = this.state.start + Duration::from_millis(deadline);
-                match this.timer {
-                    Some(timer) => timer.as_mut().reset(at),
-                    None => *this.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            let rearm = *this.armed_for == 0 || deadline < *this.armed_for;
+            let at = || this.state.start + Duration::from_millis(deadline);
+            let timer = match this.timer {
+                Some(timer) => {
+                    if rearm {
+                        timer.as_mut().reset(at());
+                    }
+                    timer
                 }
+                // Never armed yet (so `rearm` holds).
+                None => this.timer.insert(Box::pin(tokio::time::sleep_until(at()))),
+            };
+            if rearm {
                 *this.armed_for = deadline;
                 this.armed.reset();
             }
-            let Some(timer) = this.timer.as_mut() else {
-                return Poll::Pending;
-            };
             // Polled only when the waiting task changed or the timer fired (see `timer`).
             if this.armed.poll(timer.as_mut(), cx).is_pending() {
                 return Poll::Pending;
