@@ -428,7 +428,11 @@ where
 }
 
 /// Reads more into `buf`, making room for it first; `Ok(false)` at end of file.
-fn poll_fill<R>(io: &mut R, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<bool>>
+pub(crate) fn poll_fill<R>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<bool>>
 where
     R: tokio::io::AsyncRead + Unpin,
 {
@@ -534,26 +538,26 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
     }))
 }
 
-/// What a response head's framing headers say.
+/// What a head's framing headers say (a response's here, a request's in `server`).
 #[derive(Default)]
-struct Fields {
+pub(crate) struct Fields {
     /// `Content-Length`, when given (equal values merged).
-    length: Option<u64>,
+    pub(crate) length: Option<u64>,
     /// `Transfer-Encoding` is present.
-    encoded: bool,
+    pub(crate) encoded: bool,
     /// Its last coding is `chunked`.
-    chunked: bool,
+    pub(crate) chunked: bool,
     /// `Connection: close`.
-    close: bool,
-    /// `Connection: keep-alive` (what an HTTP/1.0 response needs to stay open).
-    keep_alive: bool,
+    pub(crate) close: bool,
+    /// `Connection: keep-alive` (what an HTTP/1.0 message needs to stay open).
+    pub(crate) keep_alive: bool,
 }
 
 impl Fields {
     /// Notes a header; `false` if it is one only this hop uses, which the response
     /// does not need to keep: `Transfer-Encoding`, `TE`, `Trailer`, and a `Connection`
     /// that names no other header (one that does is kept, for the hop-by-hop strip).
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, Error> {
+    pub(crate) fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, Error> {
         let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         if name == header::CONTENT_LENGTH {
             // A list of equal values is one length (RFC 9110 §8.6); anything else is not.
@@ -611,7 +615,7 @@ impl Fields {
 }
 
 /// A `Content-Length` value: decimal digits only, at most 19 of them (fits a `u64`).
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -704,130 +708,148 @@ impl Body {
         self.conn.take().map(|conn| (*conn).into_upgraded())
     }
 
-    /// Reads more of the body into the connection's buffer; `Ok(false)` at end of file.
-    fn fill(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        poll_fill(&mut conn.io, &mut conn.read, cx)
-    }
-
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match self.framing {
-                Framing::Done | Framing::Upgrade => return Poll::Ready(None),
-                Framing::Length(left) => {
-                    if conn.read.is_empty() && !ready!(Body::fill(conn, cx))? {
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
-                    let (data, left) = take_counted(&mut conn.read, left);
-                    if left == 0 {
-                        self.release();
-                    } else {
-                        self.framing = Framing::Length(left);
-                    }
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Connection { io, read, .. } = &mut **conn;
+        let polled = ready!(decode(&mut self.framing, read, cx, |buf, cx| {
+            poll_fill(io, buf, cx)
+        }));
+        if self.framing == Framing::Done {
+            self.release();
+        }
+        Poll::Ready(polled)
+    }
+}
+
+/// Reads the next piece of a body framed by `framing` from `buf`, which `fill` reads
+/// more into (`Ok(false)` at end of file); `None` once the body has ended, and
+/// `framing` is then [`Framing::Done`]. Shared by the upstream's response bodies and
+/// the clients' request bodies (`server`).
+pub(crate) fn decode<F>(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    mut fill: F,
+) -> Poll<Option<io::Result<Bytes>>>
+where
+    F: FnMut(&mut BytesMut, &mut Context<'_>) -> Poll<io::Result<bool>>,
+{
+    loop {
+        match *framing {
+            Framing::Done | Framing::Upgrade => return Poll::Ready(None),
+            Framing::Length(left) => {
+                if buf.is_empty() && !ready!(fill(buf, cx))? {
+                    return Poll::Ready(Some(Err(truncated())));
+                }
+                let (data, left) = take_counted(buf, left);
+                *framing = if left == 0 {
+                    Framing::Done
+                } else {
+                    Framing::Length(left)
+                };
+                return Poll::Ready(Some(Ok(data)));
+            }
+            Framing::Close => {
+                if buf.is_empty() && !ready!(fill(buf, cx))? {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(buf.split().freeze())));
+            }
+            Framing::Chunked(chunk) => {
+                if let Some(data) = ready!(decode_chunked(framing, chunk, buf, cx, &mut fill))? {
                     return Poll::Ready(Some(Ok(data)));
-                }
-                Framing::Close => {
-                    if conn.read.is_empty() && !ready!(Body::fill(conn, cx))? {
-                        self.framing = Framing::Done;
-                        self.conn = None;
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(conn.read.split().freeze())));
-                }
-                Framing::Chunked(chunk) => {
-                    if let Some(data) = ready!(self.poll_chunked(chunk, cx))? {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
                 }
             }
         }
     }
+}
 
-    /// Advances the chunked decoder by one step: `Some` data, or `None` after a step
-    /// that yields none (the caller loops).
-    fn poll_chunked(
-        &mut self,
-        chunk: Chunk,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Option<Bytes>>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(Ok(None));
-        };
-        let buf = &mut conn.read;
-        let next = match chunk {
-            // httparse reads an empty size line as 0: a size needs a hex digit.
-            Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
-                return Poll::Ready(Err(invalid("invalid chunk size line")));
+/// Advances a chunked decoder by one step: `Some` data, or `None` after a step that
+/// yields none (the caller loops).
+fn decode_chunked<F>(
+    framing: &mut Framing,
+    chunk: Chunk,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    fill: &mut F,
+) -> Poll<io::Result<Option<Bytes>>>
+where
+    F: FnMut(&mut BytesMut, &mut Context<'_>) -> Poll<io::Result<bool>>,
+{
+    let next = match chunk {
+        // httparse reads an empty size line as 0: a size needs a hex digit.
+        Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+            return Poll::Ready(Err(invalid("invalid chunk size line")));
+        }
+        Chunk::Size => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                }
             }
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    buf.advance(used);
-                    if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    }
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_META => {
-                    if !ready!(Body::fill(conn, cx))? {
-                        return Poll::Ready(Err(truncated()));
-                    }
-                    return Poll::Ready(Ok(None));
-                }
-                _ => return Poll::Ready(Err(invalid("invalid chunk size line"))),
-            },
-            Chunk::Data(left) => {
-                if buf.is_empty() && !ready!(Body::fill(conn, cx))? {
+            Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_META => {
+                if !ready!(fill(buf, cx))? {
                     return Poll::Ready(Err(truncated()));
                 }
-                let (data, left) = take_counted(&mut conn.read, left);
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                return Poll::Ready(Ok(Some(data)));
+                return Poll::Ready(Ok(None));
             }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    if !ready!(Body::fill(conn, cx))? {
+            _ => return Poll::Ready(Err(invalid("invalid chunk size line"))),
+        },
+        Chunk::Data(left) => {
+            if buf.is_empty() && !ready!(fill(buf, cx))? {
+                return Poll::Ready(Err(truncated()));
+            }
+            let (data, left) = take_counted(buf, left);
+            *framing = Framing::Chunked(if left == 0 {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left)
+            });
+            return Poll::Ready(Ok(Some(data)));
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                if !ready!(fill(buf, cx))? {
+                    return Poll::Ready(Err(truncated()));
+                }
+                return Poll::Ready(Ok(None));
+            }
+            if &buf[..2] != b"\r\n" {
+                return Poll::Ready(Err(invalid("chunk data not followed by CRLF")));
+            }
+            buf.advance(2);
+            Chunk::Size
+        }
+        Chunk::Trailers(seen) => {
+            // Trailer fields are read and dropped; the section ends at an empty line.
+            match buf.windows(2).position(|w| w == b"\r\n") {
+                Some(0) => {
+                    buf.advance(2);
+                    *framing = Framing::Done;
+                    return Poll::Ready(Ok(None));
+                }
+                Some(line) if seen + line + 2 <= MAX_CHUNK_META => {
+                    buf.advance(line + 2);
+                    Chunk::Trailers(seen + line + 2)
+                }
+                None if seen + buf.len() < MAX_CHUNK_META => {
+                    if !ready!(fill(buf, cx))? {
                         return Poll::Ready(Err(truncated()));
                     }
                     return Poll::Ready(Ok(None));
                 }
-                if &buf[..2] != b"\r\n" {
-                    return Poll::Ready(Err(invalid("chunk data not followed by CRLF")));
-                }
-                buf.advance(2);
-                Chunk::Size
+                _ => return Poll::Ready(Err(invalid("trailer section too long"))),
             }
-            Chunk::Trailers(seen) => {
-                // Trailer fields are read and dropped; the section ends at an empty line.
-                match buf.windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => {
-                        buf.advance(2);
-                        self.release();
-                        return Poll::Ready(Ok(None));
-                    }
-                    Some(line) if seen + line + 2 <= MAX_CHUNK_META => {
-                        buf.advance(line + 2);
-                        Chunk::Trailers(seen + line + 2)
-                    }
-                    None if seen + buf.len() < MAX_CHUNK_META => {
-                        if !ready!(Body::fill(conn, cx))? {
-                            return Poll::Ready(Err(truncated()));
-                        }
-                        return Poll::Ready(Ok(None));
-                    }
-                    _ => return Poll::Ready(Err(invalid("trailer section too long"))),
-                }
-            }
-        };
-        self.framing = Framing::Chunked(next);
-        Poll::Ready(Ok(None))
-    }
+        }
+    };
+    *framing = Framing::Chunked(next);
+    Poll::Ready(Ok(None))
 }
 
 /// Takes what `buf` holds of the `left` bytes still due, and how many are due after.
@@ -839,7 +861,7 @@ fn take_counted(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
 fn truncated() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "upstream closed the connection in the response body",
+        "connection closed in the middle of the body",
     )
 }
 
