@@ -56,10 +56,56 @@ impl BodyVerdict {
     }
 }
 
+/// A client's request body as the server hands it over: read by steady's own HTTP/1.1
+/// server, or hyper's HTTP/2 one.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// From an HTTP/1.x connection.
+    H1(crate::server::Body),
+    /// From an HTTP/2 stream.
+    H2(Incoming),
+}
+
+impl ClientBody {
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        ClientBody::H1(crate::server::Body::empty())
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Where a request body's bytes come from.
 enum Source {
     /// Streamed from the client as it arrives.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// Read in full beforehand (so a retry can send it again); taken by the first poll.
     Buffered(Option<Bytes>),
 }
@@ -84,7 +130,7 @@ impl RequestBody {
     /// Wraps `inner`, failing once more than `limit` bytes arrive (`u64::MAX` for none)
     /// or when no data arrives for `read_timeout`.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         limit: u64,
         read_timeout: Duration,
         verdict: Option<Arc<BodyVerdict>>,
@@ -120,7 +166,7 @@ pub enum RequestBodyError {
     TooLarge(u64),
     /// The client's stream broke.
     #[error("client body: {0}")]
-    Client(#[from] hyper::Error),
+    Client(BodyError),
     /// The client paused longer than the body read timeout.
     #[error("no request body data for {0:?}")]
     TimedOut(Duration),

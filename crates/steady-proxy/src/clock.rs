@@ -63,3 +63,32 @@ mod tests {
         assert!(t <= SystemTime::now());
     }
 }
+
+thread_local! {
+    /// The `Date` header value of the current second, and that second.
+    static HTTP_DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
+}
+
+/// Appends the current time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110
+/// §5.6.7), formatted once a second per thread.
+pub(crate) fn push_http_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    HTTP_DATE.with(|cached| {
+        let (at, mut text) = cached.get();
+        if at != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            // Always 29 bytes for years 1000-9999.
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                cached.set((secs, text));
+            } else {
+                out.extend_from_slice(formatted.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&text);
+    });
+}

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::ClientBody;
 use crate::conn::{ConnIo, ConnState};
 use crate::events::{EventKind, Events};
 use crate::http::{handle, HttpListener};
@@ -525,38 +526,44 @@ async fn serve_http_io<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = ConnState::new();
-    let io = TokioIo::new(ConnIo::new(
+    let io = ConnIo::new(
         io,
         state.clone(),
         settings.header_timeout,
         settings.idle_timeout,
-    ));
-    let service =
-        hyper::service::service_fn(move |req| handle(ctx.clone(), peer, state.clone(), req));
+    );
     if h2 {
+        let service = hyper::service::service_fn(move |req: http::Request<_>| {
+            let req = req.map(ClientBody::H2);
+            handle(ctx.clone(), peer, state.clone(), req)
+        });
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(settings.max_header_bytes.min(u32::MAX as usize) as u32)
             .max_concurrent_streams(256);
-        let conn = builder.serve_connection(io, service);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         drive(conn, shutdown, peer, |c| c.graceful_shutdown()).await
     } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            // One buffer per response, written with one `send`: hyper's default for a
-            // socket that takes vectored writes is a `writev` of the head and each body
-            // chunk, which cost about 800 instructions a request more (building the
-            // queue and its iovecs) and a second iovec in the kernel, for the tiny
-            // bodies that dominate. Larger bodies are copied into the buffer once.
-            .writev(false)
-            .keep_alive(true)
-            .max_header_size(settings.max_header_bytes)
-            .max_headers(settings.max_headers);
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        drive(conn, shutdown, peer, |c| c.graceful_shutdown()).await
+        let limits = crate::server::Limits {
+            max_head: settings.max_header_bytes,
+            max_headers: settings.max_headers,
+        };
+        let service = |req| handle_h1(ctx.clone(), peer, state.clone(), req);
+        crate::server::serve(io, limits, service, &shutdown).await
+    }
+}
+
+/// [`handle`] for steady's own HTTP/1.1 server, which takes the response itself.
+async fn handle_h1(
+    ctx: Arc<HttpListener>,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    req: http::Request<ClientBody>,
+) -> http::Response<crate::body::ResponseBody> {
+    match handle(ctx, peer, state, req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 

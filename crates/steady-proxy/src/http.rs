@@ -15,13 +15,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use steady_balance::{Outcome, RequestResult};
 use tokio_util::task::TaskTracker;
 
-use crate::body::{BodyVerdict, RequestBody, ResponseBody};
+use crate::body::{BodyVerdict, ClientBody, RequestBody, ResponseBody};
 use crate::conn::ConnState;
 use crate::error::{error_response, Kind};
 use crate::headers::{self, X_REQUEST_ID};
@@ -119,7 +117,7 @@ pub async fn handle(
     listener: Arc<HttpListener>,
     client: SocketAddr,
     conn: Arc<ConnState>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     conn.request_started(req.version() == Version::HTTP_2);
     let _guard = InFlightOnConn(&conn);
@@ -217,7 +215,7 @@ impl Observer<'_> {
 async fn proxy(
     listener: &HttpListener,
     client: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     start: std::time::Instant,
     obs: Observer<'_>,
 ) -> Response<ResponseBody> {
@@ -415,7 +413,7 @@ async fn forward(
     route: &Route,
     client: SocketAddr,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     request_id: &HeaderValue,
     start: std::time::Instant,
     obs: Observer<'_>,
@@ -440,7 +438,7 @@ async fn forward(
     };
     let client_upgrade = upgrade
         .as_ref()
-        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        .and_then(|_| parts.extensions.remove::<crate::server::OnUpgrade>());
     // X-Forwarded-Host carries the host exactly as the client sent it, port included
     // (a clone of the parsed value: no copy).
     let host = match parts.uri.authority() {
@@ -510,11 +508,11 @@ async fn forward_retrying(
     route: &Route,
     policy: &steady_config::retry::Retries,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     added: &headers::Added,
     endpoint: Arc<steady_balance::Endpoint>,
     hash: Option<u64>,
-    (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+    (client_upgrade, upgrade): (Option<crate::server::OnUpgrade>, Option<HeaderValue>),
     obs: Observer<'_>,
 ) -> Result<Response<ResponseBody>, Kind> {
     let upstream = &route.upstream;
@@ -766,10 +764,10 @@ async fn forward_streamed(
     route: &Route,
     endpoint: &Arc<steady_balance::Endpoint>,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     added: &headers::Added,
     start: std::time::Instant,
-    (client_upgrade, upgrade): (Option<hyper::upgrade::OnUpgrade>, Option<HeaderValue>),
+    (client_upgrade, upgrade): (Option<crate::server::OnUpgrade>, Option<HeaderValue>),
     obs: Observer<'_>,
 ) -> Result<Response<ResponseBody>, Kind> {
     let uri = upstream_uri(route.upstream.transport(), parts, endpoint.addr(), true)?;
@@ -1106,7 +1104,7 @@ fn answer(
     listener: &HttpListener,
     mut response: Exchanged,
     request_id: &HeaderValue,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<crate::server::OnUpgrade>,
     upgrade: Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Kind> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -1133,22 +1131,24 @@ fn answer(
 /// Copies bytes both ways between an upgraded client and upstream until either closes;
 /// `early` is what the upstream sent right after its `101` head.
 async fn splice(
-    client: hyper::upgrade::OnUpgrade,
+    client: crate::server::OnUpgrade,
     (mut upstream, early): (tokio::net::TcpStream, bytes::Bytes),
 ) {
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "client upgrade failed");
-            return;
-        }
+    use tokio::io::AsyncWriteExt;
+    let Some(crate::server::Upgraded {
+        io: mut client,
+        read,
+    }) = client.upgraded().await
+    else {
+        tracing::debug!("client upgrade failed");
+        return;
     };
-    let mut client = TokioIo::new(client);
-    if !early.is_empty() {
-        use tokio::io::AsyncWriteExt;
-        if client.write_all(&early).await.is_err() {
-            return;
-        }
+    // What each side sent right after its head is already the new protocol's.
+    if !early.is_empty() && client.write_all(&early).await.is_err() {
+        return;
+    }
+    if !read.is_empty() && upstream.write_all(&read).await.is_err() {
+        return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }

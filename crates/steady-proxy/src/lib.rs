@@ -1,7 +1,8 @@
 //! The data path of steady: listeners, HTTP/1.1 + HTTP/2 and TCP proxying, routing and
 //! forwarding to balanced, pooled upstream connections.
 //!
-//! A request flows `gateway` (accept) → `conn` (client timeouts) → `http` (route, pick,
+//! A request flows `gateway` (accept) → `conn` (client timeouts) → `server` (HTTP/1.1
+//! heads in, responses out) → `http` (route, pick,
 //! forward, answer) → back to the client, streaming bodies both ways. TCP listeners hand
 //! whole connections to `tcp`.
 //!
@@ -12,6 +13,9 @@
 //! - [`reload`]: builds listeners, routes and upstreams from a [`steady_config::Config`]
 //!   and hot-reloads a new one, keeping sockets, connections and endpoint state.
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
+//! - [`server`]: steady's HTTP/1.1 server: a client connection's loop (request heads
+//!   parsed by httparse, responses encoded with their framing, request bodies read by
+//!   their reader, `100-continue`, upgrades handed to a tunnel). HTTP/2 is hyper's.
 //! - `batch`: write batching: a write to a client or an upstream waits once at the
 //!   back of the run queue, so the writes of one turn leave together.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
@@ -80,6 +84,7 @@ pub mod process;
 pub mod reload;
 pub mod route_stats;
 pub mod router;
+pub mod server;
 pub mod slo;
 pub mod tcp;
 mod text;
