@@ -1344,6 +1344,22 @@ async fn bytes_sent_with_the_101_reach_the_client() {
     assert_eq!(client.read_exact(4).await, b"ping");
 }
 
+#[tokio::test]
+async fn bytes_sent_with_the_upgrade_request_reach_the_upstream() {
+    // A client may send its first bytes of the new protocol right behind the request
+    // head, before the 101: steady read them with the head, and must pass them on.
+    let backend = upgrade_backend(b"").await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+
+    client.send(&[UPGRADE, b"eager"].concat()).await;
+    let answer = client.read(false).await.expect("a 101");
+    assert_101(&answer);
+    assert_eq!(client.read_exact(5).await, b"eager");
+    client.send(b"ping").await;
+    assert_eq!(client.read_exact(4).await, b"ping");
+}
+
 // ---------------------------------------------------------------------------------------
 // 15. Request bodies: early answers, slow and broken uploads, full-duplex echoes, reuse
 // ---------------------------------------------------------------------------------------
