@@ -481,39 +481,15 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
     } else {
         Version::HTTP_11
     };
-    // Where each name and value lies in the head, so they can be cut from it once the
-    // parser's borrow of `buf` ends.
-    let base = buf.as_ptr() as usize;
-    let count = response.headers.len();
-    let spans: smallvec::SmallVec<[(u32, u32, u32, u32); 16]> = response
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (
-                name as u32,
-                (name + h.name.len()) as u32,
-                value as u32,
-                (value + h.value.len()) as u32,
-            )
-        })
-        .collect();
+    let spans = field_spans(buf.as_ptr() as usize, response.headers);
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(count);
     // The framing headers are noted as the map is built: no lookups afterwards.
+    // Framing and connection headers never reach the client (`answer` would strip
+    // them): they are noted, not stored.
     let mut fields = Fields::default();
-    for &(n0, n1, v0, v1) in &spans {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| Error::Framing("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| Error::Framing("header value"))?;
-        // Framing and connection headers never reach the client (`answer` would strip
-        // them): they are noted, not stored.
-        if fields.note(&name, value.as_bytes())? {
-            map.append(name, value);
-        }
-    }
+    let mut map = field_map(&head, &spans, Error::Framing, |name, value| {
+        fields.note(name, value.as_bytes())
+    })?;
     let framing = fields.framing(status, is_head);
     if fields.encoded && fields.length.is_some() {
         // Transfer-Encoding overrides Content-Length, which a proxy must then not pass
@@ -536,6 +512,50 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         framing,
         keep_alive,
     }))
+}
+
+/// Where each field's name and value lie in a head that starts at `base` (name start
+/// and end, value start and end), so they can be cut from the head once the parser's
+/// borrow of it ends.
+pub(crate) type FieldSpans = smallvec::SmallVec<[(u32, u32, u32, u32); 16]>;
+
+/// The [`FieldSpans`] of `headers`, parsed from a head that starts at `base`.
+pub(crate) fn field_spans(base: usize, headers: &[httparse::Header<'_>]) -> FieldSpans {
+    headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (
+                name as u32,
+                (name + h.name.len()) as u32,
+                value as u32,
+                (value + h.value.len()) as u32,
+            )
+        })
+        .collect()
+}
+
+/// The fields of `head` at `spans` as a map whose values share the head's bytes (no
+/// copy, as in hyper). `keep` sees each field first and says whether the map keeps it;
+/// a name or value that is not valid gives `bad("header name" | "header value")`.
+pub(crate) fn field_map<E>(
+    head: &Bytes,
+    spans: &FieldSpans,
+    bad: impl Fn(&'static str) -> E,
+    mut keep: impl FnMut(&HeaderName, &HeaderValue) -> Result<bool, E>,
+) -> Result<HeaderMap, E> {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for &(n0, n1, v0, v1) in spans {
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            .map_err(|_| bad("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+            .map_err(|_| bad("header value"))?;
+        if keep(&name, &value)? {
+            map.append(name, value);
+        }
+    }
+    Ok(map)
 }
 
 /// What a head's framing headers say (a response's here, a request's in `server`).

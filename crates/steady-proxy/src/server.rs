@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -397,45 +397,30 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusa
         return Err(Refusal::TargetTooLong);
     }
     let target = (target.as_ptr() as usize - base, target.len());
-    // Where each name and value lies in the head, so they can be cut from it once the
-    // parser's borrow of `buf` ends.
-    let spans: smallvec::SmallVec<[(u32, u32, u32, u32); 16]> = request
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (
-                name as u32,
-                (name + h.name.len()) as u32,
-                value as u32,
-                (value + h.value.len()) as u32,
-            )
-        })
-        .collect();
+    let spans = h1::field_spans(base, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Refusal::Bad)?;
-    let mut map = HeaderMap::with_capacity(spans.len());
     let mut fields = h1::Fields::default();
     let (mut expect_continue, mut upgrade) = (false, false);
-    for &(n0, n1, v0, v1) in &spans {
-        let name =
-            HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| Refusal::Bad)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| Refusal::Bad)?;
-        // Every field stays in the map (the request path strips the hop-by-hop ones);
-        // the framing ones are noted as they go by.
-        fields
-            .note(&name, value.as_bytes())
-            .map_err(|_| Refusal::Bad)?;
-        if name == header::EXPECT {
-            expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-        } else if name == header::UPGRADE {
-            upgrade = true;
-        }
-        map.append(name, value);
-    }
+    // Every field stays in the map (the request path strips the hop-by-hop ones); the
+    // framing ones are noted as they go by.
+    let map = h1::field_map(
+        &head,
+        &spans,
+        |_| Refusal::Bad,
+        |name, value| {
+            fields
+                .note(name, value.as_bytes())
+                .map_err(|_| Refusal::Bad)?;
+            if name == header::EXPECT {
+                expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+            } else if name == header::UPGRADE {
+                upgrade = true;
+            }
+            Ok(true)
+        },
+    )?;
     let framing = if fields.encoded {
         // Chunked must be the last coding of a request (RFC 9112 §6.3), and both
         // framings at once is how requests are smuggled: refused, as hyper does.
@@ -833,6 +818,7 @@ impl http_body::Body for Body {
 mod tests {
     use super::*;
     use crate::conn::ConnState;
+    use http::header::HeaderValue;
     use http_body_util::BodyExt as _;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
