@@ -281,7 +281,26 @@ async fn garbage_bytes_get_400_or_close_never_a_hang() {
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc".to_vec(),
             Ends::BadRequest,
         ),
-        // hyper answers 400 once the junk reaches a line end it can parse; a 408 from
+        // The shapes of request smuggling: a front end and a back end that frame the
+        // body differently would see different requests.
+        (
+            "Transfer-Encoding and Content-Length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            Ends::BadRequest,
+        ),
+        (
+            "chunked not the last coding",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            Ends::BadRequest,
+        ),
+        (
+            "chunked in HTTP/1.0",
+            b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            Ends::BadRequest,
+        ),
+        // steady answers 400 once the junk reaches a line end it can parse; a 408 from
         // the head timeout is as good (the point is a bounded answer, never a hang).
         ("printable garbage", printable, Ends::BadRequestOrHeadTimeout),
         ("bare LF flood", vec![b'\n'; 1024], Ends::HeadTimeout),
