@@ -110,6 +110,18 @@ impl ConnState {
         }
     }
 
+    /// Bytes of the next request head are already buffered (they came behind the last
+    /// request): its header timeout starts now, if it has not started.
+    fn head_buffered(&self) {
+        if self.awaiting_head.load(Ordering::Relaxed)
+            && !self.headless.load(Ordering::Relaxed)
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
     fn on_write(&self) {
         // A slow reader of a long response is busy, not idle.
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
@@ -178,6 +190,14 @@ impl<T> ConnIo<T> {
             written_408: 0,
             turn: batch::Turn::default(),
         }
+    }
+}
+
+impl<T> ConnIo<T> {
+    /// The server holds the start of the next request head, read behind the last
+    /// request: the header timeout applies to the rest of it, not the idle timeout.
+    pub(crate) fn head_buffered(&self) {
+        self.state.head_buffered();
     }
 }
 

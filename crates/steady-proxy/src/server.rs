@@ -173,6 +173,14 @@ pub(crate) async fn serve<T, S, F>(
     // The task the shutdown token will wake (polled again only if another polls).
     let mut waiter: Option<Waker> = None;
     loop {
+        {
+            let conn = lock(&shared);
+            if !conn.read.is_empty() {
+                if let Some(io) = &conn.io {
+                    io.head_buffered();
+                }
+            }
+        }
         let head = poll_fn(|cx| {
             let mut conn = lock(&shared);
             let idle = conn.read.is_empty();
@@ -1118,6 +1126,46 @@ GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             .await
             .expect("the request was cancelled")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_behind_a_request_gets_the_header_timeout() {
+        // The second head's start arrives with the first request; the rest never does.
+        // The service marks its request in flight, as the request path does.
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let state = ConnState::new();
+        let io = ConnIo::new(
+            server,
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        );
+        let service = move |req| {
+            let state = state.clone();
+            async move {
+                state.request_started(false);
+                let response = echo(req).await;
+                state.request_finished();
+                response
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(async move { serve(io, LIMITS, service, &shutdown).await });
+        let started = tokio::time::Instant::now();
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(300), client.read_to_end(&mut got))
+            .await
+            .expect("the server closed")
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.contains("HTTP/1.1 408"), "{got}");
+        // The 10 s header timeout, not the 60 s idle one.
+        assert_eq!(started.elapsed().as_secs(), 10);
     }
 
     #[tokio::test]
