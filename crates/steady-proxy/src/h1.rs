@@ -436,7 +436,20 @@ pub(crate) fn poll_fill<R>(
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    buf.reserve(READ_CHUNK);
+    poll_fill_room(io, buf, READ_CHUNK, cx)
+}
+
+/// [`poll_fill`], making `room` bytes of room.
+pub(crate) fn poll_fill_room<R>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<bool>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    buf.reserve(room);
     let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?;
     Poll::Ready(Ok(n > 0))
 }

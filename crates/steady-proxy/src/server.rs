@@ -39,6 +39,10 @@ use crate::h1::{self, Framing};
 const FEW_HEADERS: usize = 32;
 /// The longest request target accepted (hyper's limit): longer gets 414.
 const MAX_TARGET: usize = 65_534;
+/// Room made in the read buffer for request heads: the buffer stays with the connection
+/// while it waits for its next request, so it is kept small (a head that needs more
+/// takes more reads; bodies are read with `h1`'s larger room).
+const HEAD_ROOM: usize = 4 * 1024;
 /// A response body's bytes are gathered up to this much before they are written.
 const GATHER: usize = 64 * 1024;
 /// The interim response that tells a client to send the body it announced.
@@ -256,7 +260,7 @@ pub(crate) async fn serve<T, S, F>(
                         let Some(io) = conn.io.as_mut() else {
                             return Poll::Ready(None);
                         };
-                        match h1::poll_fill(io, &mut conn.read, cx) {
+                        match h1::poll_fill_room(io, &mut conn.read, HEAD_ROOM, cx) {
                             // A pipelined request: read once the response is out.
                             Poll::Ready(Ok(true)) => watching = false,
                             Poll::Ready(_) => return Poll::Ready(None),
@@ -353,7 +357,7 @@ where
         let Some(io) = conn.io.as_mut() else {
             return Poll::Ready(Ok(None));
         };
-        match ready!(h1::poll_fill(io, &mut conn.read, cx)) {
+        match ready!(h1::poll_fill_room(io, &mut conn.read, HEAD_ROOM, cx)) {
             Ok(true) => {}
             // Closed, mid-head or between requests; or broken, or timed out (the
             // socket wrapper answered 408 itself).
