@@ -15,8 +15,9 @@
 //! the back of its run queue, behind the tasks already ready, not behind the next I/O
 //! poll as `tokio::task::yield_now` would (which measured no better).
 //!
-//! Waiting costs one more poll of the task (about 2,000 instructions through hyper's
-//! dispatcher) and only pays when other tasks are ready. So each worker notes whether
+//! Waiting costs one more poll of the task (the connection's loop in `server`, and for
+//! an upstream write the request path's futures down to it) and only pays when other
+//! tasks are ready. So each worker notes whether
 //! its waits let anything else happen (another wait begun, or a write made, in
 //! between). After [`IDLE_WAITS_OFF`] waits in a row that let nothing else run (a
 //! lightly loaded worker: one request per turn), writes go out at once, and only every

@@ -929,10 +929,10 @@ impl http_body::Body for Body {
                 // A broken body leaves the connection in an unknown state: close it.
                 this.conn = None;
                 this.framing = Framing::Done;
-                // The error ends the client's response at once, and hyper drops what it
-                // has not flushed yet: first two pauses, in which it sends the client
-                // what did arrive (its write waits one turn, see `batch`), then the
-                // error.
+                // The error ends the client's response at once, and a server may drop
+                // what it has not flushed yet (hyper's HTTP/2 one does; `server` writes
+                // what it has first): first two pauses, in which what did arrive is
+                // sent (a write waits one turn, see `batch`), then the error.
                 this.failed = Some(e);
                 this.pauses = 1;
                 cx.waker().wake_by_ref();
