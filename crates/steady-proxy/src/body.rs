@@ -66,13 +66,6 @@ pub enum ClientBody {
     H2(Incoming),
 }
 
-impl ClientBody {
-    /// A body with no bytes.
-    pub fn empty() -> Self {
-        ClientBody::H1(crate::server::Body::empty())
-    }
-}
-
 impl Body for ClientBody {
     type Data = Bytes;
     type Error = BodyError;

@@ -102,23 +102,23 @@ impl ConnState {
         }
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
-        if self.awaiting_head.load(Ordering::Relaxed)
-            && !self.headless.load(Ordering::Relaxed)
-            && self.head_started.load(Ordering::Relaxed) == 0
-        {
-            self.head_started.store(now + 1, Ordering::Relaxed);
-        }
+        self.head_began(now);
     }
 
     /// Bytes of the next request head are already buffered (they came behind the last
     /// request): its header timeout starts now, if it has not started.
     fn head_buffered(&self) {
+        self.head_began(self.now_ms());
+    }
+
+    /// Notes `now` as the start of the pending request head, if a head is awaited and
+    /// none has started.
+    fn head_began(&self, now: u64) {
         if self.awaiting_head.load(Ordering::Relaxed)
             && !self.headless.load(Ordering::Relaxed)
             && self.head_started.load(Ordering::Relaxed) == 0
         {
-            self.head_started
-                .store(self.now_ms() + 1, Ordering::Relaxed);
+            self.head_started.store(now + 1, Ordering::Relaxed);
         }
     }
 

@@ -177,14 +177,6 @@ pub(crate) async fn serve<T, S, F>(
     // The task the shutdown token will wake (polled again only if another polls).
     let mut waiter: Option<Waker> = None;
     loop {
-        {
-            let conn = lock(&shared);
-            if !conn.read.is_empty() {
-                if let Some(io) = &conn.io {
-                    io.head_buffered();
-                }
-            }
-        }
         let head = poll_fn(|cx| {
             let mut conn = lock(&shared);
             let idle = conn.read.is_empty();
@@ -233,7 +225,7 @@ pub(crate) async fn serve<T, S, F>(
                 source: Some(source),
             }
         } else {
-            Body { source: None }
+            Body::empty()
         };
         let mut request = request.map(|()| ClientBody::H1(body));
         let mut upgraded = None;
@@ -328,10 +320,18 @@ pub(crate) async fn serve<T, S, F>(
             }
             return;
         }
-        if !keep_alive || lock(&shared).framing != Framing::Done {
-            close(&shared).await;
-            return;
+        {
+            let conn = lock(&shared);
+            if keep_alive && conn.framing == Framing::Done {
+                // Bytes of the next head already read: its header timeout runs now.
+                if let (false, Some(io)) = (conn.read.is_empty(), &conn.io) {
+                    io.head_buffered();
+                }
+                continue;
+            }
         }
+        close(&shared).await;
+        return;
     }
 }
 
