@@ -1,0 +1,9 @@
+//! steady-config's integration tests, one binary: each module was a test file of its own.
+//! One binary links the dependencies once instead of once per file.
+
+mod access_log;
+mod admission;
+mod common;
+mod parse;
+mod slo;
+mod tracing;

@@ -1,0 +1,5 @@
+//! steady-notify's integration tests, one binary: each module was a test file of its own.
+//! One binary links the dependencies once instead of once per file.
+
+mod alertmanager;
+mod receivers;

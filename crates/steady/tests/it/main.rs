@@ -1,0 +1,8 @@
+//! steady's integration tests, one binary: each module was a test file of its own.
+//! One binary links the dependencies once instead of once per file.
+
+mod chaos;
+mod cli;
+mod logs;
+mod slo_alerts;
+mod slo_rules;
