@@ -6,8 +6,10 @@
 //! [`ConnIo`], the socket wrapper: it notes when the first byte of a new request head
 //! arrives, and whenever the connection waits for the client (a read that would block)
 //! it arms one timer for the deadline that applies then. When the timer fires it answers
-//! 408 or just closes. Nothing runs while data flows, so the happy path costs a clock
-//! read per read or write and no extra wake-ups.
+//! 408 or just closes. A write that waits for a client that reads nothing (a response
+//! it stopped reading) arms the same timer for `idle_timeout` after the last bytes
+//! moved, and fails with `TimedOut` when it passes. Nothing runs while data flows, so
+//! the happy path costs a clock read per read or write and no extra wake-ups.
 //!
 //! The wrapper also batches the connection's writes: each write waits once at the back
 //! of the worker's run queue (see `batch`), so the responses that became ready in one
@@ -251,34 +253,98 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             else {
                 return Poll::Pending;
             };
-            // Re-armed only when the deadline moves earlier: activity moves it later on
-            // every request, and a timer that fires early just comes back here. A
-            // deadline already past fires at once.
-            let rearm = *this.armed_for == 0 || deadline < *this.armed_for;
-            let at = || this.state.start + Duration::from_millis(deadline);
-            let timer = match this.timer {
-                Some(timer) => {
-                    if rearm {
-                        timer.as_mut().reset(at());
-                    }
-                    timer
-                }
-                // Never armed yet (so `rearm` holds).
-                None => this.timer.insert(Box::pin(tokio::time::sleep_until(at()))),
+            let mut wait = Wait {
+                state: this.state,
+                timer: this.timer,
+                armed_for: this.armed_for,
+                armed: this.armed,
             };
-            if rearm {
-                *this.armed_for = deadline;
-                this.armed.reset();
-            }
-            // Polled only when the waiting task changed or the timer fired (see `timer`).
-            if this.armed.poll(timer.as_mut(), cx).is_pending() {
-                return Poll::Pending;
-            }
-            // The timer fired, at the deadline it was armed for. Activity may have moved
-            // the deadline since: then the loop arms the timer again.
-            *this.armed_for = 0;
-            if this.state.now_ms() >= deadline {
+            if ready!(wait.poll(deadline, cx)) {
                 *this.verdict = verdict;
+            }
+        }
+    }
+}
+
+/// The connection's one timer, as a read or a write that waits for the client uses it.
+struct Wait<'a> {
+    state: &'a ConnState,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+    armed_for: &'a mut u64,
+    armed: &'a mut Armed,
+}
+
+impl Wait<'_> {
+    /// `Pending` until the timer fires; then `Ready(true)` if `deadline` (ms since the
+    /// start) has passed, `Ready(false)` if activity has moved it since the timer was
+    /// armed (the caller tries again, and comes back here to arm it anew).
+    fn poll(&mut self, deadline: u64, cx: &mut Context<'_>) -> Poll<bool> {
+        // Re-armed only when the deadline moves earlier: activity moves it later on
+        // every request, and a timer that fires early just comes back here. A
+        // deadline already past fires at once.
+        let rearm = *self.armed_for == 0 || deadline < *self.armed_for;
+        let at = self.state.start + Duration::from_millis(deadline);
+        let timer = match self.timer {
+            Some(timer) => {
+                if rearm {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            // Never armed yet (so `rearm` holds).
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        if rearm {
+            *self.armed_for = deadline;
+            self.armed.reset();
+        }
+        // Polled only when the waiting task changed or the timer fired (see `timer`).
+        ready!(self.armed.poll(timer.as_mut(), cx));
+        // The timer fired, at the deadline it was armed for.
+        *self.armed_for = 0;
+        Poll::Ready(self.state.now_ms() >= deadline)
+    }
+}
+
+impl<T: AsyncWrite> ConnIo<T> {
+    /// One write (or flush) through `write`; a write (`is_write`) waits for its batching
+    /// turn first and counts as activity when done. A client that reads nothing for
+    /// `idle_timeout` while a write waits (a response it stopped reading) fails the
+    /// write with `TimedOut`, as haproxy's `timeout client` and nginx's `send_timeout`
+    /// do: the connection closes and its upstream is let go.
+    fn poll_write_with<R>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        is_write: bool,
+        mut write: impl FnMut(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let mut this = self.project();
+        if is_write {
+            ready!(this.turn.poll(cx));
+        }
+        loop {
+            match write(this.inner.as_mut(), cx) {
+                Poll::Pending => {}
+                done => {
+                    if is_write {
+                        // A slow reader of a long response is busy, not idle.
+                        this.state.on_write();
+                    }
+                    return done;
+                }
+            }
+            let deadline = this.state.last_activity.load(Ordering::Relaxed) + *this.idle_ms;
+            let mut wait = Wait {
+                state: this.state,
+                timer: this.timer,
+                armed_for: this.armed_for,
+                armed: this.armed,
+            };
+            if ready!(wait.poll(deadline, cx)) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "send timeout: the client read nothing for idle_timeout",
+                )));
             }
         }
     }
@@ -290,14 +356,12 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        ready!(this.turn.poll(cx));
-        this.state.on_write();
-        this.inner.poll_write(cx, buf)
+        self.poll_write_with(cx, true, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        // A TLS stream writes its buffered records here.
+        self.poll_write_with(cx, false, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -309,10 +373,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        ready!(this.turn.poll(cx));
-        this.state.on_write();
-        this.inner.poll_write_vectored(cx, bufs)
+        self.poll_write_with(cx, true, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -470,5 +531,48 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed().as_secs(), 5 * 40 + 60);
         drop(feeder.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_fails_the_write_after_idle_timeout() {
+        // A response in flight (no read deadline applies) to a client that reads nothing:
+        // the duplex fills, the write waits, and fails idle_timeout after the last bytes.
+        let (mut io, _client, state) = wrapped(10, 60);
+        state.request_started(false);
+        let chunk = [7u8; 1024];
+        let started = Instant::now();
+        // Bounded (on the paused clock), so that a write that waits forever fails the test.
+        let err = tokio::time::timeout(Duration::from_secs(600), async {
+            loop {
+                if let Err(e) = io.write_all(&chunk).await {
+                    break e;
+                }
+            }
+        })
+        .await
+        .expect("the stalled write never failed");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_keeps_its_response_going() {
+        // The client reads 1 KiB every 40s: each read lets a write through, so the 60s
+        // idle timeout never passes while the response drains.
+        let (mut io, mut client, state) = wrapped(10, 60);
+        state.request_started(false);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 1024];
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                client.read_exact(&mut got).await.unwrap();
+            }
+            client
+        });
+        // 4 KiB fill the duplex; 4 more drain as the client reads.
+        let started = Instant::now();
+        io.write_all(&[7u8; 8 * 1024]).await.unwrap();
+        assert!(started.elapsed().as_secs() >= 4 * 40);
+        drop(reader.await.unwrap());
     }
 }

@@ -626,6 +626,56 @@ async fn idle_connection_closes_without_a_response() {
     assert_serves(gw.addr).await;
 }
 
+/// A client that asks for a long response and stops reading it: once its socket is full,
+/// no bytes move, and after `idle_timeout` steady closes the connection and lets the
+/// upstream go (haproxy's `timeout client`, nginx's `send_timeout`). Before, the
+/// response's write waited forever, holding the upstream connection.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_idle_timeout() {
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Streams a 1 GiB body until its writes fail: steady stopped reading and closed.
+    let upstream = RawServer::start(move |mut s| {
+        let gone = gone_tx.clone();
+        async move {
+            let _ = read_head(&mut s).await;
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+            if s.write_all(head).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            while s.write_all(&chunk).await.is_ok() {}
+            let _ = gone.send(());
+        }
+    })
+    .await;
+    let limits = listener_limits(&["idle_timeout: 1s"]);
+    // A route timeout far beyond the test's wait: only the client's idle timeout may end it.
+    let gw = start_yaml(&with_route_timeout(
+        simple_config("round-robin", &[upstream.addr()], "", &limits),
+        "60s",
+    ))
+    .await;
+
+    let mut stalled = connect(gw.addr).await;
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read. The socket buffers fill within moments; a second later steady gives
+    // up on the client and closes the upstream connection too.
+    let closed = tokio::time::timeout(Duration::from_secs(20), gone_rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(()))),
+        "the upstream of a client that stopped reading was never let go"
+    );
+    // The client's connection is closed: what it reads now ends, after what was
+    // buffered, without the whole body.
+    let reply = read_all(&mut stalled, HANG).await;
+    assert!(reply.closed, "stalled client's connection left open");
+    assert!(reply.bytes.len() < 1 << 30);
+    drop(upstream);
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. Body limits and broken bodies
 // ---------------------------------------------------------------------------------------
