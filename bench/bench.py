@@ -993,10 +993,13 @@ def profile_with(b, knobs, workdir, target, callgraph, freq):
     log(f"perf data kept at {out_data}; explore with: perf report -i {out_data}")
 
 
-def oha_count(knobs, port, count, conns):
-    """Sends `count` keep-alive GETs with oha from the load generator's CPU; returns the 2xx."""
+def oha_count(knobs, port, count, conns, rate=0):
+    """Sends `count` keep-alive GETs with oha from the load generator's CPU (at `rate`
+    per second when given, else as fast as they are answered); returns the 2xx."""
     cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
            "--no-tui", "--output-format", "json", f"http://127.0.0.1:{port}/"]
+    if rate:
+        cmd[4:4] = ["-q", str(rate)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
     return sum(v for c, v in codes.items() if str(c).startswith("2"))
@@ -1070,6 +1073,7 @@ def syscalls(knobs, workdir):
     targets = os.environ.get("TARGETS", "steady,haproxy,nginx").split(",")
     n = env_int("REQUESTS", 20000)
     conns = env_int("CONNS", 32)
+    rate = env_int("SYSCALL_RATE", 0)
     b = Bench(knobs, workdir)
     tables = []
     try:
@@ -1083,7 +1087,7 @@ def syscalls(knobs, workdir):
             tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", p)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            ok = oha_count(knobs, s.port, n, conns)
+            ok = oha_count(knobs, s.port, n, conns, rate)
             tracer.send_signal(signal.SIGINT)
             tracer.wait(timeout=30)
             calls = {}

@@ -7,6 +7,7 @@
 #   bench/syscalls.sh                                   steady, haproxy and nginx
 #   TARGETS=steady,steady-all bench/syscalls.sh
 #   REQUESTS=50000 CONNS=64 bench/syscalls.sh
+#   SYSCALL_RATE=5000 bench/syscalls.sh                 at a constant rate (oha -q) instead of flat out
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
