@@ -22,6 +22,10 @@
 //! between). After [`IDLE_WAITS_OFF`] waits in a row that let nothing else run (a
 //! lightly loaded worker: one request per turn), writes go out at once, and only every
 //! [`PROBE_EVERY`]th write waits, to notice when the worker is busy again.
+//!
+//! Measured without it (a build whose writes never wait, same run): 15 % more CPU per
+//! request in the closed loop, 6 % more at 5,000 req/s, and a higher added p99 there
+//! (497 against 442 µs); see `bench/README.md`.
 
 use std::cell::Cell;
 use std::task::{Context, Poll};
