@@ -69,6 +69,9 @@ class Knobs:
         self.steady_start_timeout = env_seconds("STEADY_START_TIMEOUT", 10)
         self.targets = os.environ.get("TARGETS", "direct,steady,nginx,haproxy").split(",")
         self.skip_idle = os.environ.get("SKIP_IDLE", "0") not in ("", "0")
+        # Latency only: no closed-loop (wrk) phase in the rounds, so many more oha rounds
+        # fit in the same time (to judge a p99 against the rounds' own spread).
+        self.skip_wrk = os.environ.get("SKIP_WRK", "0") not in ("", "0")
         self.results_dir = os.environ.get("RESULTS_DIR", os.path.join(HERE, "results"))
         self.nofile = env_int("NOFILE", 20000)
 
@@ -76,6 +79,7 @@ class Knobs:
         return (
             f"ROUNDS={self.rounds} DURATION={self.duration}s RATE={self.rate} CONNS={self.conns} "
             f"IDLE_CONNS={self.idle_conns} WARMUP={self.warmup}s QUICK={int(self.quick)} "
+            f"{'SKIP_WRK=1 (latency rounds only) ' if self.skip_wrk else ''}"
             f"loadgen CPU {self.loadgen_cpu}, backend+proxy CPU {self.server_cpu}"
         )
 
@@ -600,8 +604,8 @@ class Bench:
 
         rounds = []
         for r in range(k.rounds):
-            rec = {}
-            for key in order:
+            rec = {key: {} for key in order}
+            for key in ([] if k.skip_wrk else order):
                 log(f"round {r + 1}/{k.rounds}: wrk  -> {key}")
                 rec.setdefault(key, {})["wrk"] = self.guarded(key, lambda: self.measure(servers[key], lambda: self.run_wrk(servers[key].port, k.duration, k.conns)))
                 time.sleep(k.settle)
@@ -688,7 +692,7 @@ class Bench:
         for key, v in rec.items():
             w, o = v.get("wrk"), v.get("oha")
             s = f"{key}: "
-            s += f"{w['rps']:.0f} rps" if w else "wrk failed"
+            s += f"{w['rps']:.0f} rps" if w else ("no wrk" if self.k.skip_wrk else "wrk failed")
             s += f", p99 {o['p99_us']:.0f}us" if o else ", oha failed"
             parts.append(s)
         log(f"round {r + 1} done: " + "; ".join(parts))
@@ -889,6 +893,27 @@ def render(knobs, bench, rounds, idle, order, all_order, info):
                 L.append(f"- {num}/{peer}: " + " ".join(f"{x:.2f}" for x in per["wrk"]) + "; "
                          + " ".join(f"{x:.2f}" for x in per["oha"]))
         L.append("")
+        # the added p99 round by round, each against the same round's direct p99: how often
+        # steady's is at or below the peer's says more than one median of a noisy tail
+        def added(r, key):
+            d, v = r.get("direct", {}).get("oha"), r.get(key, {}).get("oha")
+            return v["p99_us"] - d["p99_us"] if d and v else None
+
+        lines = []
+        for peer in ("haproxy", "nginx", "steady-base"):
+            pairs = [(added(r, "steady"), added(r, peer)) for r in rounds]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if pairs:
+                at_or_below = sum(1 for a, b in pairs if a <= b)
+                diffs = [a - b for a, b in pairs]
+                lines.append(f"- steady vs {peer}: at or below in {at_or_below} of {len(pairs)} rounds; "
+                             f"median difference {med(diffs):+.0f} µs; per round (steady - {peer}): "
+                             + " ".join(f"{x:+.0f}" for x in diffs))
+        if lines:
+            L.append("Added p99 at the constant rate in each round (each against the same round's direct p99):")
+            L.append("")
+            L.extend(lines)
+            L.append("")
     else:
         L.append(f"Ratios: n/a, steady was skipped ({bench.skipped.get('steady', 'not in TARGETS')}).")
         L.append("")

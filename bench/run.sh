@@ -7,6 +7,7 @@
 #
 # Other knobs: IDLE_CONNS (10000), IDLE_HOLD (3s), WARMUP (2s), SETTLE (1, seconds between runs),
 # LATENCY_CONNS (=CONNS), TARGETS (direct,steady,nginx,haproxy), SKIP_BUILD=1, SKIP_IDLE=1,
+# SKIP_WRK=1 (latency rounds only: many oha rounds, to judge the added p99 round by round),
 # STEADY_BIN, LOADGEN_CPU (0), SERVER_CPU (1), RESULTS_DIR (bench/results), KEEP_WORKDIR=1.
 # See bench/README.md.
 set -uo pipefail
