@@ -156,11 +156,8 @@ pin_project_lite::pin_project! {
         state: Arc<ConnState>,
         header_ms: u64,
         idle_ms: u64,
-        // One timer per connection, re-armed only when the deadline moves earlier.
-        timer: Option<Pin<Box<Sleep>>>,
-        armed_for: u64,
-        // The task the armed timer will wake.
-        armed: Armed,
+        // One timer per connection, for reads and writes that wait for the client.
+        timer: ClientTimer,
         verdict: u8,
         // Bytes of the 408 response already written.
         written_408: usize,
@@ -185,9 +182,7 @@ impl<T> ConnIo<T> {
             state,
             header_ms: header_timeout.as_millis() as u64,
             idle_ms: idle_timeout.as_millis() as u64,
-            timer: None,
-            armed_for: 0,
-            armed: Armed::default(),
+            timer: ClientTimer::default(),
             verdict: VERDICT_NONE,
             written_408: 0,
             turn: batch::Turn::default(),
@@ -253,38 +248,35 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
             else {
                 return Poll::Pending;
             };
-            let mut wait = Wait {
-                state: this.state,
-                timer: this.timer,
-                armed_for: this.armed_for,
-                armed: this.armed,
-            };
-            if ready!(wait.poll(deadline, cx)) {
+            if ready!(this.timer.poll(this.state, deadline, cx)) {
                 *this.verdict = verdict;
             }
         }
     }
 }
 
-/// The connection's one timer, as a read or a write that waits for the client uses it.
-struct Wait<'a> {
-    state: &'a ConnState,
-    timer: &'a mut Option<Pin<Box<Sleep>>>,
-    armed_for: &'a mut u64,
-    armed: &'a mut Armed,
+/// The connection's one timer, used by a read or a write that waits for the client;
+/// re-armed only when the deadline moves earlier.
+#[derive(Default)]
+struct ClientTimer {
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline it is armed for (ms since the start; 0 = not armed).
+    armed_for: u64,
+    /// The task the armed timer will wake.
+    armed: Armed,
 }
 
-impl Wait<'_> {
-    /// `Pending` until the timer fires; then `Ready(true)` if `deadline` (ms since the
-    /// start) has passed, `Ready(false)` if activity has moved it since the timer was
-    /// armed (the caller tries again, and comes back here to arm it anew).
-    fn poll(&mut self, deadline: u64, cx: &mut Context<'_>) -> Poll<bool> {
+impl ClientTimer {
+    /// `Pending` until the timer fires; then `Ready(true)` if `deadline` (ms since
+    /// `state`'s start) has passed, `Ready(false)` if activity has moved it since the
+    /// timer was armed (the caller tries again, and comes back here to arm it anew).
+    fn poll(&mut self, state: &ConnState, deadline: u64, cx: &mut Context<'_>) -> Poll<bool> {
         // Re-armed only when the deadline moves earlier: activity moves it later on
         // every request, and a timer that fires early just comes back here. A
         // deadline already past fires at once.
-        let rearm = *self.armed_for == 0 || deadline < *self.armed_for;
-        let at = self.state.start + Duration::from_millis(deadline);
-        let timer = match self.timer {
+        let rearm = self.armed_for == 0 || deadline < self.armed_for;
+        let at = state.start + Duration::from_millis(deadline);
+        let timer = match &mut self.timer {
             Some(timer) => {
                 if rearm {
                     timer.as_mut().reset(at);
@@ -292,17 +284,17 @@ impl Wait<'_> {
                 timer
             }
             // Never armed yet (so `rearm` holds).
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+            slot @ None => slot.insert(Box::pin(tokio::time::sleep_until(at))),
         };
         if rearm {
-            *self.armed_for = deadline;
+            self.armed_for = deadline;
             self.armed.reset();
         }
         // Polled only when the waiting task changed or the timer fired (see `timer`).
         ready!(self.armed.poll(timer.as_mut(), cx));
         // The timer fired, at the deadline it was armed for.
-        *self.armed_for = 0;
-        Poll::Ready(self.state.now_ms() >= deadline)
+        self.armed_for = 0;
+        Poll::Ready(state.now_ms() >= deadline)
     }
 }
 
@@ -334,13 +326,7 @@ impl<T: AsyncWrite> ConnIo<T> {
                 }
             }
             let deadline = this.state.last_activity.load(Ordering::Relaxed) + *this.idle_ms;
-            let mut wait = Wait {
-                state: this.state,
-                timer: this.timer,
-                armed_for: this.armed_for,
-                armed: this.armed,
-            };
-            if ready!(wait.poll(deadline, cx)) {
+            if ready!(this.timer.poll(this.state, deadline, cx)) {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "send timeout: the client read nothing for idle_timeout",
