@@ -2,11 +2,9 @@
 //! on `/api/slos`, `/api/events` and `/metrics`, and the state file carries the
 //! budget across a restart.
 
-use crate::common;
-
 use std::time::Duration;
 
-use crate::common::{get, get_json, start_yaml};
+use crate::common::{self, get, get_json, start_yaml};
 use serde_json::Value;
 use steady_testkit::Backend;
 

@@ -4,14 +4,12 @@
 //! hit the expected share exactly or within 2% (relative); random ones within 5%
 //! (relative) over 40 000 picks with a fixed seed.
 
-use crate::common;
-
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::common::{assert_shares, count_picks, ep, eps, index_of, set, simulate};
+use crate::common::{self, assert_shares, count_picks, ep, eps, index_of, set, simulate};
 use proptest::prelude::*;
 use steady_balance::{seed_rng, Algorithm, BalancerConfig, EndpointSet, Outcome, Pick};
 

@@ -5,11 +5,9 @@
 //! removing one of N endpoints moves no other key on the ring and at most 2% of other
 //! keys in Maglev; adding one moves between 0.6 and 1.4 × 1/(N+1) of the keys.
 
-use crate::common;
-
 use std::{net::SocketAddr, time::Instant};
 
-use crate::common::{addr, assert_shares, ep, eps, index_of, set};
+use crate::common::{self, addr, assert_shares, ep, eps, index_of, set};
 use proptest::prelude::*;
 use steady_balance::{hash_key, seed_rng, Algorithm, BalancerConfig, EndpointSet, Pick};
 

@@ -1,15 +1,13 @@
 //! Outlier detection: the ejection rules, ejection time, `max_ejection_percent`,
 //! readmission, multiplier decay, and the healthy-panic threshold in picks.
 
-use crate::common;
-
 use std::{
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::common::{addr, eps, ALL};
+use crate::common::{self, addr, eps, ALL};
 use proptest::prelude::*;
 use steady_balance::{
     seed_rng, Algorithm, BalancerConfig, EjectReason, Endpoint, EndpointSet, FailurePercentage,

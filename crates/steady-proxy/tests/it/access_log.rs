@@ -2,11 +2,9 @@
 //! attempts, bytes and timings; steady's own failures named; written off the request
 //! path and flushed when the log closes.
 
-use crate::common;
-
 use std::time::Duration;
 
-use crate::common::{get, start_yaml};
+use crate::common::{self, get, start_yaml};
 use steady_testkit::{Backend, Fault};
 
 fn lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Value> {

@@ -2,11 +2,9 @@
 //! `max_pending_requests` a request is answered 503 at once, naming the breaker, and the
 //! counts come back when requests and connections end.
 
-use crate::common;
-
 use std::time::Duration;
 
-use crate::common::{get, start_yaml, Running};
+use crate::common::{self, get, start_yaml, Running};
 use steady_testkit::Backend;
 
 fn config(backend: std::net::SocketAddr, breakers: &str) -> String {

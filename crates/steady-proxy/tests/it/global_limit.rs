@@ -2,13 +2,11 @@
 //! instances share one limit, and a Redis outage falls back per `on_failure` without
 //! hanging, then recovers without a restart.
 
-use crate::common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{get, start_yaml, Running};
+use crate::common::{self, get, start_yaml, Running};
 use steady_testkit::{Backend, RedisServer};
 
 fn config(backend: std::net::SocketAddr, redis: &str, on_failure: &str, rate: &str) -> String {

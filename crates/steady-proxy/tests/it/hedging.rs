@@ -4,12 +4,10 @@
 //! No timing is asserted: which backend answered (each names itself) shows whether a
 //! hedge was sent and won.
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::common::{get, send, start_yaml, Running};
+use crate::common::{self, get, send, start_yaml, Running};
 use bytes::Bytes;
 use http_body_util::Full;
 use steady_testkit::{Backend, Fault};

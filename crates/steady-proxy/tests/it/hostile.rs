@@ -6,14 +6,12 @@
 //! serves a normal request. Every wait is bounded; configured timeouts are short so the
 //! whole file stays fast. Nothing here asserts wall-clock speed.
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{get, simple_config, start, start_yaml};
+use crate::common::{self, get, simple_config, start, start_yaml};
 use steady_testkit::{dead_addr, read_head, Backend, Fault, RawServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,11 +2,9 @@
 //! receiver (gRPC and HTTP/protobuf), which decodes them; parent/child links, retries,
 //! the head ratio and the tail rules, and a receiver that is down or stalled.
 
-use crate::common;
-
 use std::time::Duration;
 
-use crate::common::{get, start_yaml, Running};
+use crate::common::{self, get, start_yaml, Running};
 use bytes::Bytes;
 use http_body_util::Full;
 use steady_testkit::{Backend, Fault, OtlpProtocol, OtlpReceiver, ReceivedSpan};

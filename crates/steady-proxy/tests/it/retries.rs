@@ -1,12 +1,10 @@
 //! Retries per route: to another endpoint, only for what the policy names, only for
 //! idempotent requests unless allowed, with small bodies replayed, within a budget.
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::common::{get, retries_of, send, start_yaml};
+use crate::common::{self, get, retries_of, send, start_yaml};
 use bytes::Bytes;
 use http_body_util::Full;
 use steady_testkit::{Backend, Fault};
