@@ -310,6 +310,14 @@ pub struct Route {
     /// Whole-request deadline (connect to last response byte header); over it: 504.
     #[serde(default = "defaults::route_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Longest pause between two reads of the upstream's response body, once its head
+    /// has arrived (nginx's `proxy_read_timeout`, haproxy's `timeout server`); over it
+    /// the client's response is cut off.
+    #[serde(
+        default = "defaults::response_body_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub response_body_timeout: Duration,
     /// Rate limits, all checked in order; the first that refuses answers 429.
     #[serde(default)]
     pub rate_limit: Vec<crate::limits::RateLimit>,
@@ -840,6 +848,9 @@ pub mod defaults {
     }
     pub(crate) fn route_timeout() -> Duration {
         Duration::from_secs(15)
+    }
+    pub(crate) fn response_body_timeout() -> Duration {
+        Duration::from_secs(60)
     }
     pub(crate) fn balance() -> Balance {
         Balance::RoundRobin

@@ -649,6 +649,11 @@ fn check_routes(config: &Config, ctx: &Context, issues: &mut Vec<Issue>) {
         }
         check_match(&route.matcher, &path.key("match"), issues);
         non_zero(route.timeout, path.key("timeout"), issues);
+        non_zero(
+            route.response_body_timeout,
+            path.key("response_body_timeout"),
+            issues,
+        );
     }
 }
 

@@ -987,11 +987,12 @@ async fn exchange(
     let upstream = &route.upstream;
     let transport = upstream.transport();
     let in_flight = endpoint.start(start);
+    let pause_limit = route.response_body_timeout;
     let exchange = async {
         match transport {
             Transport::Http1(pool) => {
                 match pool.send(endpoint.addr(), upstream_req, &added).await {
-                    Ok(response) => Ok(response.map(ResponseBody::from)),
+                    Ok(response) => Ok(response.map(|b| ResponseBody::h1(b, pause_limit))),
                     Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
                     Err(e) => Err(Ok((
                         matches!(e, crate::pool::PoolError::Connect { .. }),
@@ -1002,7 +1003,7 @@ async fn exchange(
             Transport::H2c(client) => {
                 added.apply(upstream_req.headers_mut());
                 match client.request(upstream_req).await {
-                    Ok(response) => Ok(response.map(ResponseBody::from)),
+                    Ok(response) => Ok(response.map(|b| ResponseBody::h2(b, pause_limit))),
                     Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
                 }
             }

@@ -51,7 +51,7 @@
 //! - `text`: hex, integers and addresses formatted into byte buffers for headers and
 //!   log lines, without `core::fmt`.
 //! - `timer`: timers polled once per waiting task (the client connection's deadlines,
-//!   the exchange's `Deadline`).
+//!   the exchange's `Deadline`, the `PauseLimit` of upstream response bodies).
 //! - `clock`: the wall-clock time of a request's arrival, derived from its monotonic
 //!   instant (one clock read per request, not two).
 //! - [`trace`]: W3C Trace Context: continue or start a trace, a span id per attempt,

@@ -38,6 +38,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// Deadline for the upstream's response head.
     pub timeout: Duration,
+    /// Longest pause in the upstream's response body.
+    pub response_body_timeout: Duration,
     /// Counters and histograms for this route.
     pub metrics: RouteMetrics,
     /// Rate limits and priority of this route.
@@ -96,6 +98,7 @@ impl Route {
             methods,
             upstream,
             timeout: config.timeout,
+            response_body_timeout: config.response_body_timeout,
             metrics,
             admission,
             faults,

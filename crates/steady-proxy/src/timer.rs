@@ -1,4 +1,4 @@
-//! Timers polled once per waiting task.
+//! Timers polled once per waiting task, and the pause limit of upstream bodies.
 //!
 //! A tokio timer registers the waker of the task that polls it. Polled again by the same
 //! task before it fires, it changes nothing, yet tokio's `Timeout` and a socket wrapper
@@ -86,6 +86,93 @@ impl<F: Future> Future for Deadline<F> {
     }
 }
 
+/// Bounds each pause in a stream read in pieces (an upstream's response body): the
+/// stream fails once a read has waited `limit` with nothing arriving.
+///
+/// The timer is made the first time a read waits, so a body that arrives with its
+/// head (most small responses) never touches the timer wheel.
+#[derive(Debug)]
+pub(crate) struct PauseLimit {
+    limit: Duration,
+    /// A read is waiting, since the timer was last set.
+    waiting: bool,
+    /// Made on the first wait (boxed: most bodies never wait).
+    timer: Option<Pin<Box<PauseTimer>>>,
+}
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    struct PauseTimer {
+        #[pin]
+        timer: Sleep,
+        armed: Armed,
+    }
+}
+
+/// A read waited longer than its [`PauseLimit`].
+#[derive(Debug)]
+pub(crate) struct Stalled(pub Duration);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the upstream sent nothing for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl PauseLimit {
+    /// Pauses of at most `limit`.
+    pub(crate) fn new(limit: Duration) -> Self {
+        PauseLimit {
+            limit,
+            waiting: false,
+            timer: None,
+        }
+    }
+
+    /// Takes a read's outcome: passes a ready one on (ending the pause); for a
+    /// waiting one, starts the pause if it is new, and fails once it has lasted the
+    /// limit.
+    pub(crate) fn check<T>(
+        &mut self,
+        read: Poll<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, Stalled>> {
+        if let Poll::Ready(out) = read {
+            self.waiting = false;
+            return Poll::Ready(Ok(out));
+        }
+        if !self.waiting {
+            let Some(deadline) = tokio::time::Instant::now().checked_add(self.limit) else {
+                return Poll::Pending;
+            };
+            self.waiting = true;
+            match &mut self.timer {
+                Some(timer) => {
+                    let timer = timer.as_mut().project();
+                    timer.timer.reset(deadline);
+                    timer.armed.reset();
+                }
+                None => {
+                    self.timer = Some(Box::pin(PauseTimer {
+                        timer: tokio::time::sleep_until(deadline),
+                        armed: Armed::default(),
+                    }));
+                }
+            }
+        }
+        let Some(timer) = &mut self.timer else {
+            return Poll::Pending;
+        };
+        let timer = timer.as_mut().project();
+        timer
+            .armed
+            .poll(timer.timer, cx)
+            .map(|()| Err(Stalled(self.limit)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +216,61 @@ mod tests {
             .expect("the deadline fired");
         assert!(timed_out);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    /// Polls `limit` with a read that is ready when `ready` says so.
+    async fn check(limit: &mut PauseLimit, ready: bool) -> Poll<Result<(), Stalled>> {
+        std::future::poll_fn(|cx| {
+            let read = if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+            Poll::Ready(limit.check(read, cx))
+        })
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_fails_at_its_limit_and_data_starts_a_new_one() {
+        let mut limit = PauseLimit::new(Duration::from_secs(5));
+        // Data with no wait never makes the timer.
+        assert!(matches!(check(&mut limit, true).await, Poll::Ready(Ok(()))));
+        assert!(limit.timer.is_none());
+        // A wait of 4s, then data: under the limit.
+        assert!(check(&mut limit, false).await.is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(check(&mut limit, false).await.is_pending());
+        assert!(matches!(check(&mut limit, true).await, Poll::Ready(Ok(()))));
+        // The next wait counts from its own start: 4s more is still under.
+        assert!(check(&mut limit, false).await.is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(check(&mut limit, false).await.is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(
+            check(&mut limit, false).await,
+            Poll::Ready(Err(Stalled(d))) if d == Duration::from_secs(5)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_read_is_woken_when_its_pause_runs_out() {
+        let mut limit = PauseLimit::new(Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        // A read that never becomes ready: only the timer can wake the task.
+        let stalled = std::future::poll_fn(|cx| limit.check(Poll::<()>::Pending, cx));
+        let outcome = tokio::time::timeout(Duration::from_secs(60), stalled)
+            .await
+            .expect("woken by the pause limit");
+        assert!(outcome.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbounded_limit_never_fails() {
+        let mut limit = PauseLimit::new(Duration::MAX);
+        assert!(check(&mut limit, false).await.is_pending());
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert!(check(&mut limit, false).await.is_pending());
     }
 }

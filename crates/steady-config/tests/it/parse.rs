@@ -63,6 +63,7 @@ fn example_from_the_issue_parses_as_written() {
     assert_eq!(routes.len(), 1);
     let api = routes[0];
     assert_eq!(api.timeout, Duration::from_secs(15));
+    assert_eq!(api.response_body_timeout, Duration::from_secs(60));
     assert_eq!(api.matcher.host.as_deref(), Some("api.example.com"));
     assert_eq!(api.matcher.path_prefix.as_deref(), Some("/v1"));
     assert_eq!(
@@ -646,7 +647,10 @@ fn hash_on_other_balancers_is_an_error() {
 
 #[test]
 fn timeouts_are_not_zero() {
-    let yaml = format!("{LISTENER}{ROUTE}    timeout: 0s\n{UPSTREAM}    connect_timeout: 0ms\n    slow_start: 0s\n");
+    let yaml = format!(
+        "{LISTENER}{ROUTE}    timeout: 0s\n    response_body_timeout: 0s\n\
+         {UPSTREAM}    connect_timeout: 0ms\n    slow_start: 0s\n"
+    );
     let diagnostics = errors(&yaml);
     expect(
         &diagnostics,
@@ -656,13 +660,19 @@ fn timeouts_are_not_zero() {
     );
     expect(
         &diagnostics,
-        (12, 22),
+        (9, 28),
+        "routes[0].response_body_timeout",
+        "greater than 0s",
+    );
+    expect(
+        &diagnostics,
+        (13, 22),
         "upstreams[0].connect_timeout",
         "greater than 0s",
     );
     expect(
         &diagnostics,
-        (13, 17),
+        (14, 17),
         "upstreams[0].slow_start",
         "leave it out",
     );

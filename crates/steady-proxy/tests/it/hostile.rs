@@ -936,6 +936,116 @@ async fn reset_mid_response_truncates_not_hangs() {
 }
 
 #[tokio::test]
+async fn a_backend_that_stalls_mid_body_is_cut_after_response_body_timeout() {
+    // Sends the head and part of the body, then nothing, with the connection open.
+    let upstream = RawServer::start(|mut s| async move {
+        let _ = read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let yaml = simple_config("round-robin", &[upstream.addr()], "", "").replace(
+        "    timeout: 2s\n",
+        "    timeout: 2s\n    response_body_timeout: 300ms\n",
+    );
+    let gw = start_yaml(&yaml).await;
+
+    let started = std::time::Instant::now();
+    let reply = exchange(gw.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", HANG).await;
+    assert!(
+        reply.closed,
+        "client connection left open behind a stalled body: {:?}",
+        reply.text()
+    );
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    assert_eq!(reply.body(), b"partial", "{}", reply.text());
+    // Cut by the pause limit, not by anything slower (the route's timeout has passed
+    // with the head; the client's idle timeout is 60s).
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "cut before the pause limit: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_h2c_upstream_that_stalls_mid_body_is_cut_after_response_body_timeout() {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    // An h2c server whose answer sends "partial" and then nothing, its stream open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                let frames = futures_util::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
+                        b"partial",
+                    )))
+                })
+                .chain(futures_util::stream::pending());
+                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(frames)))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let yaml = simple_config("round-robin", &[addr], "    protocol: h2c", "").replace(
+        "    timeout: 2s\n",
+        "    timeout: 2s\n    response_body_timeout: 300ms\n",
+    );
+    let gw = start_yaml(&yaml).await;
+
+    let reply = exchange(gw.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", HANG).await;
+    assert!(
+        reply.closed,
+        "client connection left open behind a stalled h2 body: {:?}",
+        reply.text()
+    );
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    // Chunked (no length from the upstream): the data chunk, and no last chunk.
+    let text = reply.text();
+    assert!(text.contains("partial"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "the body was ended as if whole: {text}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_slow_body_whose_pauses_stay_under_the_limit_arrives_whole() {
+    // Five bytes, one every 150ms: 750ms in all, each pause under the 400ms limit.
+    let upstream = RawServer::start(|mut s| async move {
+        let _ = read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            .await;
+        for byte in b"abcde" {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            if s.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let yaml = simple_config("round-robin", &[upstream.addr()], "", "").replace(
+        "    timeout: 2s\n",
+        "    timeout: 2s\n    response_body_timeout: 400ms\n",
+    );
+    let gw = start_yaml(&yaml).await;
+    let answer = tokio::time::timeout(HANG, get(gw.addr, "/"))
+        .await
+        .expect("the whole body within bound");
+    assert_eq!(answer.status, 200);
+    assert_eq!(&answer.body[..], b"abcde");
+}
+
+#[tokio::test]
 async fn backend_closing_without_answer_gets_502() {
     let backend = Backend::start("b").await;
     let gw = start(&[backend.addr()]).await;
