@@ -172,6 +172,45 @@ fn assert_error_json(reply_body: &serde_json::Value, error: &str, status: u16, s
     assert_eq!(reply_body["source"], source, "{reply_body}");
 }
 
+#[tokio::test]
+async fn heads_trickled_in_pieces_on_two_connections_are_served() {
+    // Between the pieces each connection waits with part of a head in its buffer; an
+    // idle connection lends its buffer to whichever reads next, and must not lend a
+    // partial head. Two connections take turns, three requests each.
+    let backend = Backend::start("b").await;
+    let gw = start(&[backend.addr()]).await;
+    let mut conns = [connect(gw.addr).await, connect(gw.addr).await];
+    for round in 0..3 {
+        let heads: Vec<String> = (0..2)
+            .map(|c| {
+                format!(
+                    "GET /c{c}/r{round} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+                    "p".repeat(40)
+                )
+            })
+            .collect();
+        let pieces: Vec<Vec<&[u8]>> = heads
+            .iter()
+            .map(|h| h.as_bytes().chunks(7).collect())
+            .collect();
+        for i in 0..pieces[0].len().max(pieces[1].len()) {
+            for (c, s) in conns.iter_mut().enumerate() {
+                if let Some(piece) = pieces[c].get(i) {
+                    s.write_all(piece).await.unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (c, s) in conns.iter_mut().enumerate() {
+            let reply = read_response(s, HANG).await;
+            assert_eq!(reply.status(), Some(200), "{}", reply.text());
+            let path = format!("/c{c}/r{round}");
+            assert!(reply.text().contains(&path), "{path}: {}", reply.text());
+            assert!(!reply.closed, "{}", reply.text());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Garbage bytes
 // ---------------------------------------------------------------------------------------
@@ -983,9 +1022,7 @@ async fn an_h2c_upstream_that_stalls_mid_body_is_cut_after_response_body_timeout
         while let Ok((tcp, _)) = listener.accept().await {
             let service = hyper::service::service_fn(|_req| async {
                 let frames = futures_util::stream::once(async {
-                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
-                        b"partial",
-                    )))
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"partial")))
                 })
                 .chain(futures_util::stream::pending());
                 Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(frames)))
@@ -1012,7 +1049,10 @@ async fn an_h2c_upstream_that_stalls_mid_body_is_cut_after_response_body_timeout
     // Chunked (no length from the upstream): the data chunk, and no last chunk.
     let text = reply.text();
     assert!(text.contains("partial"), "{text}");
-    assert!(!text.ends_with("0\r\n\r\n"), "the body was ended as if whole: {text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the body was ended as if whole: {text}"
+    );
     server.abort();
 }
 
