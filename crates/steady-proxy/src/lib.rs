@@ -15,7 +15,8 @@
 //! - [`conn`]: per-connection header-read (408) and idle timeouts around the socket.
 //! - [`server`]: steady's HTTP/1.1 server: a client connection's loop (request heads
 //!   parsed by httparse, responses encoded with their framing, request bodies read by
-//!   their reader, `100-continue`, upgrades handed to a tunnel). HTTP/2 is hyper's.
+//!   their reader, `100-continue`, upgrades handed to a tunnel; idle connections lend
+//!   their head buffers to a per-worker stock). HTTP/2 is hyper's.
 //! - `batch`: write batching: a write to a client or an upstream waits once at the
 //!   back of the run queue, so the writes of one turn leave together.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).
