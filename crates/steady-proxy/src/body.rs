@@ -396,6 +396,26 @@ impl ResponseBody {
 /// Why a response body stopped early: the upstream's stream broke.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a response body broke after its head, as the access log's `failure` names it:
+/// the upstream paused past `response_body_timeout`, the client's request body broke
+/// while the upstream was still reading it, or else the upstream's stream broke (a
+/// reset, a short body, bad chunk framing).
+fn cut_short(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    if e.is::<Stalled>() {
+        return "upstream-body-timeout";
+    }
+    let upload = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<crate::h1::Error>())
+        .is_some_and(|h1| matches!(h1, crate::h1::Error::Body(_)));
+    if upload {
+        crate::error::Kind::ClientAborted.reason()
+    } else {
+        crate::error::Kind::UpstreamProtocol.reason()
+    }
+}
+
 /// One read of a body: its next frame, or its end.
 type Read<E> = Option<Result<Frame<Bytes>, E>>;
 
@@ -440,7 +460,15 @@ impl Body for ResponseBody {
                             obs.finish();
                         }
                     }
-                    Poll::Ready(_) => obs.finish(),
+                    Poll::Ready(Some(Err(e))) => {
+                        // The head has gone out with its status: the line's `failure`
+                        // is the only record that the response was cut short.
+                        if let Some(line) = &obs.line {
+                            line.facts().fail(cut_short(&**e));
+                        }
+                        obs.finish();
+                    }
+                    Poll::Ready(None) => obs.finish(),
                     Poll::Pending => {}
                 }
                 polled

@@ -217,3 +217,64 @@ upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
     assert_eq!(log[1]["bytes_in"], 4, "{log:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_after_its_head_names_why_in_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("steady-access-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("access.log");
+    // Head and 7 of 1,000 body bytes, then silence with the connection open.
+    let stalling = steady_testkit::RawServer::start(|mut s| async move {
+        let _ = steady_testkit::read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let resetting = Backend::start("reset").await;
+    resetting.set_fault(Fault::ResetMidResponse);
+    let yaml = format!(
+        "access_log: {{path: {path}, fields: [path, status, bytes_out, failure]}}
+listeners: [{{name: web, bind: 127.0.0.1:0}}]
+routes:
+  - {{name: stalls, listener: web, upstream: stalling, match: {{path_prefix: /stalls}}, response_body_timeout: 200ms}}
+  - {{name: resets, listener: web, upstream: resetting}}
+upstreams:
+  - {{name: stalling, endpoints: [{{address: {stalling}}}]}}
+  - {{name: resetting, endpoints: [{{address: {resetting}}}]}}
+",
+        path = path.display(),
+        stalling = stalling.addr(),
+        resetting = resetting.addr(),
+    );
+    let steady = start_yaml(&yaml).await;
+    for target in ["/stalls", "/resets"] {
+        let mut s = tokio::net::TcpStream::connect(steady.addr).await.unwrap();
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "{target}: the cut response ends the connection"
+        );
+    }
+    let log = lines(&path, 2);
+    let line = |p: &str| {
+        log.iter()
+            .find(|l| l["path"] == p)
+            .unwrap_or_else(|| panic!("no line for {p}: {log:?}"))
+            .clone()
+    };
+    let stalled = line("/stalls");
+    assert_eq!(stalled["status"], 200, "{stalled}");
+    assert_eq!(stalled["bytes_out"], 7, "{stalled}");
+    assert_eq!(stalled["failure"], "upstream-body-timeout", "{stalled}");
+    let reset = line("/resets");
+    assert_eq!(reset["status"], 200, "{reset}");
+    assert_eq!(reset["failure"], "upstream-reset", "{reset}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
