@@ -166,6 +166,16 @@ fn with_route_timeout(yaml: String, timeout: &str) -> String {
     replaced
 }
 
+/// Same as [`simple_config`] with the route's `response_body_timeout` set.
+fn with_response_body_timeout(yaml: String, limit: &str) -> String {
+    let replaced = yaml.replace(
+        "    timeout: 2s\n",
+        &format!("    timeout: 2s\n    response_body_timeout: {limit}\n"),
+    );
+    assert_ne!(replaced, yaml, "simple_config changed shape");
+    replaced
+}
+
 fn assert_error_json(reply_body: &serde_json::Value, error: &str, status: u16, source: &str) {
     assert_eq!(reply_body["error"], error, "{reply_body}");
     assert_eq!(reply_body["status"], status, "{reply_body}");
@@ -985,9 +995,9 @@ async fn a_backend_that_stalls_mid_body_is_cut_after_response_body_timeout() {
         tokio::time::sleep(Duration::from_secs(30)).await;
     })
     .await;
-    let yaml = simple_config("round-robin", &[upstream.addr()], "", "").replace(
-        "    timeout: 2s\n",
-        "    timeout: 2s\n    response_body_timeout: 300ms\n",
+    let yaml = with_response_body_timeout(
+        simple_config("round-robin", &[upstream.addr()], "", ""),
+        "300ms",
     );
     let gw = start_yaml(&yaml).await;
 
@@ -1033,9 +1043,9 @@ async fn an_h2c_upstream_that_stalls_mid_body_is_cut_after_response_body_timeout
             );
         }
     });
-    let yaml = simple_config("round-robin", &[addr], "    protocol: h2c", "").replace(
-        "    timeout: 2s\n",
-        "    timeout: 2s\n    response_body_timeout: 300ms\n",
+    let yaml = with_response_body_timeout(
+        simple_config("round-robin", &[addr], "    protocol: h2c", ""),
+        "300ms",
     );
     let gw = start_yaml(&yaml).await;
 
@@ -1073,9 +1083,9 @@ async fn a_slow_body_whose_pauses_stay_under_the_limit_arrives_whole() {
         tokio::time::sleep(Duration::from_secs(30)).await;
     })
     .await;
-    let yaml = simple_config("round-robin", &[upstream.addr()], "", "").replace(
-        "    timeout: 2s\n",
-        "    timeout: 2s\n    response_body_timeout: 400ms\n",
+    let yaml = with_response_body_timeout(
+        simple_config("round-robin", &[upstream.addr()], "", ""),
+        "400ms",
     );
     let gw = start_yaml(&yaml).await;
     let answer = tokio::time::timeout(HANG, get(gw.addr, "/"))
