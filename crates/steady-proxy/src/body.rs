@@ -462,9 +462,14 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         // The head has gone out with its status: the line's `failure`
-                        // is the only record that the response was cut short.
+                        // and the span's error are the only record that the response
+                        // was cut short (and the span's tail rule keeps it).
+                        let reason = cut_short(&**e);
                         if let Some(line) = &obs.line {
-                            line.facts().fail(cut_short(&**e));
+                            line.facts().fail(reason);
+                        }
+                        if let Some(span) = &obs.span {
+                            span.record().fail(reason);
                         }
                         obs.finish();
                     }

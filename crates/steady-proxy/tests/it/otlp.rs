@@ -247,6 +247,48 @@ async fn at_zero_percent_only_errors_and_slow_requests_are_exported() {
     );
 }
 
+#[tokio::test]
+async fn a_response_cut_after_its_head_is_an_error_span() {
+    let receiver = OtlpReceiver::start(OtlpProtocol::Http).await;
+    let backend = Backend::start("b").await;
+    let steady = start_yaml(&config(
+        &receiver.endpoint(),
+        OtlpProtocol::Http,
+        "  sample: 0%\n  always_sample_errors: true",
+        "",
+        &[backend.addr()],
+    ))
+    .await;
+    // The head (200) goes out, then the upstream resets in the middle of the body.
+    backend.set_fault(Fault::ResetMidResponse);
+    let mut s = tokio::net::TcpStream::connect(steady.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the cut response ends the connection");
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+
+    // Unsampled at 0 %, kept by the tail rule: its server span and its attempt.
+    let spans = receiver.wait_for(2, WAIT).await;
+    let servers = by_kind(&spans, "SERVER");
+    assert_eq!(servers.len(), 1, "{spans:#?}");
+    let cut = servers[0];
+    assert_eq!(cut.attr("url.path"), Some("/cut"), "{cut:#?}");
+    assert_eq!(
+        cut.attr("http.response.status_code"),
+        Some("200"),
+        "{cut:#?}"
+    );
+    assert_eq!(cut.attr("error.type"), Some("upstream-reset"), "{cut:#?}");
+    assert_eq!(cut.status, 2, "{cut:#?}");
+}
+
 /// A gateway exporting every request to a TLS `receiver`, trusting `ca_pem` (written
 /// to a file of the test's own) when given.
 async fn start_exporting_over_tls(
