@@ -23,10 +23,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::batch;
-use crate::timer::Armed;
+use crate::timer::LazyTimer;
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
 content-length: 58\r\nconnection: close\r\n\r\n{\"error\":\"client-timeout\",\"status\":408,\"source\":\"client\"}";
@@ -259,11 +259,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for ConnIo<T> {
 /// re-armed only when the deadline moves earlier.
 #[derive(Default)]
 struct ClientTimer {
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: LazyTimer,
     /// The deadline it is armed for (ms since the start; 0 = not armed).
     armed_for: u64,
-    /// The task the armed timer will wake.
-    armed: Armed,
 }
 
 impl ClientTimer {
@@ -274,24 +272,13 @@ impl ClientTimer {
         // Re-armed only when the deadline moves earlier: activity moves it later on
         // every request, and a timer that fires early just comes back here. A
         // deadline already past fires at once.
-        let rearm = self.armed_for == 0 || deadline < self.armed_for;
-        let at = state.start + Duration::from_millis(deadline);
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if rearm {
-                    timer.as_mut().reset(at);
-                }
-                timer
-            }
-            // Never armed yet (so `rearm` holds).
-            slot @ None => slot.insert(Box::pin(tokio::time::sleep_until(at))),
-        };
-        if rearm {
+        if self.armed_for == 0 || deadline < self.armed_for {
+            self.timer
+                .set(state.start + Duration::from_millis(deadline));
             self.armed_for = deadline;
-            self.armed.reset();
         }
         // Polled only when the waiting task changed or the timer fired (see `timer`).
-        ready!(self.armed.poll(timer.as_mut(), cx));
+        ready!(self.timer.poll(cx));
         // The timer fired, at the deadline it was armed for.
         self.armed_for = 0;
         Poll::Ready(state.now_ms() >= deadline)

@@ -96,16 +96,51 @@ pub(crate) struct PauseLimit {
     limit: Duration,
     /// A read is waiting, since the timer was last set.
     waiting: bool,
-    /// Made on the first wait (boxed: most bodies never wait).
-    timer: Option<Pin<Box<PauseTimer>>>,
+    timer: LazyTimer,
+}
+
+/// A timer made the first time it is set (boxed, with the task it will wake: most
+/// waits it guards never happen), reset in place afterwards, and polled through
+/// [`Armed`].
+#[derive(Debug, Default)]
+pub(crate) struct LazyTimer {
+    timer: Option<Pin<Box<ArmedSleep>>>,
 }
 
 pin_project_lite::pin_project! {
     #[derive(Debug)]
-    struct PauseTimer {
+    struct ArmedSleep {
         #[pin]
-        timer: Sleep,
+        sleep: Sleep,
         armed: Armed,
+    }
+}
+
+impl LazyTimer {
+    /// Sets the timer to fire at `at`; the next poll registers its task.
+    pub(crate) fn set(&mut self, at: tokio::time::Instant) {
+        match &mut self.timer {
+            Some(timer) => {
+                let timer = timer.as_mut().project();
+                timer.sleep.reset(at);
+                timer.armed.reset();
+            }
+            None => {
+                self.timer = Some(Box::pin(ArmedSleep {
+                    sleep: tokio::time::sleep_until(at),
+                    armed: Armed::default(),
+                }));
+            }
+        }
+    }
+
+    /// `Ready` once the timer has fired; `Pending` before, and if it was never set.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = &mut self.timer else {
+            return Poll::Pending;
+        };
+        let timer = timer.as_mut().project();
+        timer.armed.poll(timer.sleep, cx)
     }
 }
 
@@ -127,7 +162,7 @@ impl PauseLimit {
         PauseLimit {
             limit,
             waiting: false,
-            timer: None,
+            timer: LazyTimer::default(),
         }
     }
 
@@ -148,28 +183,9 @@ impl PauseLimit {
                 return Poll::Pending;
             };
             self.waiting = true;
-            match &mut self.timer {
-                Some(timer) => {
-                    let timer = timer.as_mut().project();
-                    timer.timer.reset(deadline);
-                    timer.armed.reset();
-                }
-                None => {
-                    self.timer = Some(Box::pin(PauseTimer {
-                        timer: tokio::time::sleep_until(deadline),
-                        armed: Armed::default(),
-                    }));
-                }
-            }
+            self.timer.set(deadline);
         }
-        let Some(timer) = &mut self.timer else {
-            return Poll::Pending;
-        };
-        let timer = timer.as_mut().project();
-        timer
-            .armed
-            .poll(timer.timer, cx)
-            .map(|()| Err(Stalled(self.limit)))
+        self.timer.poll(cx).map(|()| Err(Stalled(self.limit)))
     }
 }
 
@@ -236,7 +252,7 @@ mod tests {
         let mut limit = PauseLimit::new(Duration::from_secs(5));
         // Data with no wait never makes the timer.
         assert!(matches!(check(&mut limit, true).await, Poll::Ready(Ok(()))));
-        assert!(limit.timer.is_none());
+        assert!(limit.timer.timer.is_none());
         // A wait of 4s, then data: under the limit.
         assert!(check(&mut limit, false).await.is_pending());
         tokio::time::advance(Duration::from_secs(4)).await;
