@@ -57,6 +57,9 @@ pub enum Fault {
     Stall,
     /// Send the response head and part of the body, then reset the connection.
     ResetMidResponse,
+    /// Send the response head (`content-length: 1000`) and `partial`, then nothing for
+    /// 30 s, the connection open.
+    StallMidResponse,
     /// Close the connection as soon as a request arrives, without answering.
     Close,
 }
@@ -228,12 +231,18 @@ async fn handle(
         }
         Fault::Delay(d) => tokio::time::sleep(d).await,
         Fault::Stall => std::future::pending::<()>().await,
-        Fault::ResetMidResponse => {
+        Fault::ResetMidResponse | Fault::StallMidResponse => {
+            let reset = fault == Fault::ResetMidResponse;
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
             tokio::spawn(async move {
                 let _ = tx
                     .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
                     .await;
+                if !reset {
+                    // Holding the sender keeps the body open and silent.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = tx
                     .send(Err(std::io::Error::new(

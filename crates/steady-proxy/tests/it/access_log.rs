@@ -225,14 +225,8 @@ async fn a_response_cut_after_its_head_names_why_in_failure() {
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join("access.log");
     // Head and 7 of 1,000 body bytes, then silence with the connection open.
-    let stalling = steady_testkit::RawServer::start(|mut s| async move {
-        let _ = steady_testkit::read_head(&mut s).await;
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
-            .await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    })
-    .await;
+    let stalling = Backend::start("stalls").await;
+    stalling.set_fault(Fault::StallMidResponse);
     let resetting = Backend::start("reset").await;
     resetting.set_fault(Fault::ResetMidResponse);
     let yaml = format!(

@@ -987,14 +987,8 @@ async fn reset_mid_response_truncates_not_hangs() {
 #[tokio::test]
 async fn a_backend_that_stalls_mid_body_is_cut_after_response_body_timeout() {
     // Sends the head and part of the body, then nothing, with the connection open.
-    let upstream = RawServer::start(|mut s| async move {
-        let _ = read_head(&mut s).await;
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
-            .await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    })
-    .await;
+    let upstream = Backend::start("stalls").await;
+    upstream.set_fault(Fault::StallMidResponse);
     let yaml = with_response_body_timeout(
         simple_config("round-robin", &[upstream.addr()], "", ""),
         "300ms",
