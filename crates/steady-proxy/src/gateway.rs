@@ -425,15 +425,32 @@ impl Accept {
             };
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
-            let open = self.open.clone();
-            open.inc();
-            let fut = serve(stream, peer);
-            self.tracker.spawn(async move {
-                fut.await;
-                open.dec();
-                drop(permit);
-            });
+            self.open.inc();
+            let open = OpenConn {
+                open: self.open.clone(),
+                _permit: permit,
+            };
+            // Not `async move { fut.await; .. }`: an async block keeps a future it
+            // captured beside the copy it awaits, which doubled every connection's task
+            // (13.5 KiB instead of 6.7 for a plain-text HTTP connection).
+            self.tracker.spawn(futures_util::FutureExt::map(
+                serve(stream, peer),
+                move |()| drop(open),
+            ));
         }
+    }
+}
+
+/// A connection counted in the listener's open gauge, holding its `max_connections`
+/// permit, until its task ends or is dropped.
+struct OpenConn {
+    open: prometheus_client::metrics::gauge::Gauge,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 

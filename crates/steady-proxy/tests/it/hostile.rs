@@ -1331,10 +1331,31 @@ async fn max_connections_holds_the_third_until_one_closes() {
         served.text()
     );
     assert_eq!(backend.hits(), 4);
+    assert_eq!(open_connections(&gw), 2, "first and third are open");
 
     drop(first);
     drop(third);
     assert_serves(gw.addr).await;
+    // Every connection that ended left the gauge (and gave back its permit).
+    let deadline = tokio::time::Instant::now() + HANG;
+    while open_connections(&gw) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "open connections stuck at {}",
+            open_connections(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The listener's `steady_downstream_connections` gauge.
+fn open_connections(gw: &common::Running) -> i64 {
+    let metrics = gw.gateway.metrics().encode();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("steady_downstream_connections{"))
+        .unwrap_or_else(|| panic!("no open connections gauge in:\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// A pause longer than `body_read_timeout` is a 408 even when the route allows much
