@@ -154,15 +154,15 @@ pub struct PendingLine {
 impl PendingLine {
     /// Captures what the request head says; `arrived` is when it arrived, on both
     /// clocks, and `host` its `Host` header.
-    pub(crate) fn new<B: http_body::Body>(
+    /// `bytes_in` is the body's announced length.
+    pub(crate) fn new(
         log: Arc<AccessLog>,
-        req: &http::Request<B>,
+        req: &http::request::Parts,
+        bytes_in: u64,
         client: SocketAddr,
         arrived: (SystemTime, Instant),
         host: Option<http::HeaderValue>,
     ) -> PendingLine {
-        // The announced length (`Content-Length`, as parsed by hyper).
-        let bytes_in = req.body().size_hint().exact().unwrap_or(0);
         PendingLine {
             log,
             facts: RequestFacts::default(),
@@ -170,9 +170,9 @@ impl PendingLine {
             start: arrived.1,
             ttfb: Duration::ZERO,
             client,
-            method: req.method().clone(),
-            path: req.uri().path_and_query().cloned(),
-            authority: req.uri().authority().cloned(),
+            method: req.method.clone(),
+            path: req.uri.path_and_query().cloned(),
+            authority: req.uri.authority().cloned(),
             host,
             status: 0,
             bytes_in,

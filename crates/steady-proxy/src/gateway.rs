@@ -588,16 +588,17 @@ async fn serve_http_io<T>(
 }
 
 /// [`handle`] for steady's own HTTP/1.1 server, which takes the response itself.
-async fn handle_h1(
+/// (A map, not an async fn, which would keep its arguments beside `handle`'s future.)
+fn handle_h1(
     ctx: Arc<HttpListener>,
     peer: SocketAddr,
     state: Arc<ConnState>,
     req: http::Request<ClientBody>,
-) -> http::Response<crate::body::ResponseBody> {
-    match handle(ctx, peer, state, req).await {
+) -> impl std::future::Future<Output = http::Response<crate::body::ResponseBody>> {
+    futures_util::FutureExt::map(handle(ctx, peer, state, req), |response| match response {
         Ok(response) => response,
         Err(never) => match never {},
-    }
+    })
 }
 
 /// Runs a client connection to completion, asking it to finish its current request and

@@ -5,6 +5,7 @@
 //! (admit, split, cache) slot in between.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,44 +114,64 @@ impl Drop for InFlightOnConn<'_> {
 }
 
 /// Serves one request from `client` on a connection described by `conn`.
-pub async fn handle(
+///
+/// This and the phases below it (`proxy`, `attempt`, `exchange`) are plain functions
+/// that return an `async move` block, not `async fn`s: an `async fn` keeps each
+/// argument twice in its future (as passed, and as moved into its body;
+/// rust-lang/rust#62958), and the request's future is the largest part of a
+/// connection's task, whose every move is a `memcpy` of it.
+pub fn handle(
     listener: Arc<HttpListener>,
     client: SocketAddr,
     conn: Arc<ConnState>,
     req: Request<ClientBody>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    conn.request_started(req.version() == Version::HTTP_2);
-    let _guard = InFlightOnConn(&conn);
-    // One clock read serves the pick, the endpoint's latency sample, the metrics and the
-    // access log's and span's start.
-    let start = tokio::time::Instant::now().into_std();
-    let log = listener.access_log.load_full();
-    let tracer = listener.tracer.load_full();
-    if log.is_none() && tracer.is_none() {
-        return Ok(proxy(&listener, client, req, start, Observer::default()).await);
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
+    let (parts, body) = req.into_parts();
+    async move {
+        conn.request_started(parts.version == Version::HTTP_2);
+        let _guard = InFlightOnConn(&conn);
+        // One clock read serves the pick, the endpoint's latency sample, the metrics and
+        // the access log's and span's start.
+        let start = tokio::time::Instant::now().into_std();
+        let log = listener.access_log.load_full();
+        let tracer = listener.tracer.load_full();
+        if log.is_none() && tracer.is_none() {
+            let observer = Observer::default();
+            return Ok(proxy(&listener, client, parts, body, start, observer).await);
+        }
+        // With an access log or span export: the phases note what they learn in the
+        // line's facts and the span's record (through the `Observer`), and the line is
+        // written (the span decided) when the response body ends.
+        let arrived = (crate::clock::wall_time(start), start);
+        let host = parts.headers.get(header::HOST);
+        let line = log.map(|log| {
+            // The announced length (`Content-Length`).
+            let bytes_in = body.size_hint().exact().unwrap_or(0);
+            crate::access_log::PendingLine::new(
+                log,
+                &parts,
+                bytes_in,
+                client,
+                arrived,
+                host.cloned(),
+            )
+        });
+        let span = tracer.map(|t| {
+            let peer = (client, listener.scheme);
+            crate::otel::PendingSpan::new(t, &parts, peer, arrived, host.cloned())
+        });
+        let observation = crate::body::Observation::new(line, span);
+        let observer = Observer {
+            facts: observation.line().map(|l| l.facts()),
+            spans: observation.span().map(|s| s.record()),
+            trace: None,
+        };
+        let response = proxy(&listener, client, parts, body, start, observer).await;
+        if let Some(kind) = response.extensions().get::<Kind>() {
+            observer.fail(kind.reason());
+        }
+        Ok(observation.watch(response))
     }
-    // With an access log or span export: the phases note what they learn in the line's
-    // facts and the span's record (through the `Observer`), and the line is written
-    // (the span decided) when the response body ends.
-    let arrived = (crate::clock::wall_time(start), start);
-    let host = req.headers().get(header::HOST);
-    let line = log
-        .map(|log| crate::access_log::PendingLine::new(log, &req, client, arrived, host.cloned()));
-    let span = tracer.map(|t| {
-        let peer = (client, listener.scheme);
-        crate::otel::PendingSpan::new(t, &req, peer, arrived, host.cloned())
-    });
-    let observation = crate::body::Observation::new(line, span);
-    let observer = Observer {
-        facts: observation.line().map(|l| l.facts()),
-        spans: observation.span().map(|s| s.record()),
-        trace: None,
-    };
-    let response = proxy(&listener, client, req, start, observer).await;
-    if let Some(kind) = response.extensions().get::<Kind>() {
-        observer.fail(kind.reason());
-    }
-    Ok(observation.watch(response))
 }
 
 /// Where a request's phases note what they learn for its access-log line and its span,
@@ -212,157 +233,159 @@ impl Observer<'_> {
     }
 }
 
-async fn proxy(
-    listener: &HttpListener,
+fn proxy<'a>(
+    listener: &'a HttpListener,
     client: SocketAddr,
-    req: Request<ClientBody>,
+    mut parts: http::request::Parts,
+    body: ClientBody,
     start: std::time::Instant,
-    obs: Observer<'_>,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = req.into_parts();
-    let request_id = headers::request_id(&parts.headers);
-    obs.request_id(&request_id);
+    obs: Observer<'a>,
+) -> impl Future<Output = Response<ResponseBody>> + 'a {
+    async move {
+        let request_id = headers::request_id(&parts.headers);
+        obs.request_id(&request_id);
 
-    if let Err(kind) = check_request(&parts) {
-        return error_response(kind, Some(&request_id));
-    }
-    // The request's place in a trace: continued from the client's `traceparent`, or new.
-    let mut trace = crate::trace::RequestTrace::from_headers(&parts.headers);
-    obs.trace(&mut trace);
-    let obs = Observer {
-        trace: Some(&trace),
-        ..obs
-    };
-
-    // Route match: one load of the listener's table; the matched route stays alive
-    // for this request even if a reload swaps the table meanwhile.
-    let Some(route) = listener.router.load().find(&parts).cloned() else {
-        return error_response(Kind::NoRoute, Some(&request_id));
-    };
-    let route = &*route;
-    obs.route(route);
-
-    // Fault injection, when configured: rehearsed failures happen before admission.
-    if let Some(faults) = &route.faults {
-        if let Some(mut response) = faults.apply::<ResponseBody>(&parts).await {
-            response
-                .headers_mut()
-                .insert(X_REQUEST_ID.clone(), request_id.clone());
-            route
-                .metrics
-                .record(&parts.method, response.status().as_u16(), start.elapsed());
-            return response;
+        if let Err(kind) = check_request(&parts) {
+            return error_response(kind, Some(&request_id));
         }
-    }
+        // The request's place in a trace: continued from the client's `traceparent`, or new.
+        let mut trace = crate::trace::RequestTrace::from_headers(&parts.headers);
+        obs.trace(&mut trace);
+        let obs = Observer {
+            trace: Some(&trace),
+            ..obs
+        };
 
-    // Admit: the route's rate limits, then the upstream's concurrency limit.
-    let rate = if route.admission.has_limits() {
-        let verdict = route.admission.check(&parts, client.ip()).await;
-        if verdict.refused.is_some() {
-            return refuse(
-                route,
-                &parts.method,
-                Kind::RateLimited,
-                &request_id,
-                Some(&verdict),
-                start,
-            );
-        }
-        Some(verdict)
-    } else {
-        None
-    };
-    let permit = match &route.upstream.concurrency {
-        None => None,
-        Some(limiter) => {
-            let priority = route.admission.priority(&parts);
-            match limiter.acquire(priority).await {
-                Ok(permit) => Some(permit),
-                Err(shed) => {
-                    listener
-                        .metrics
-                        .shed(&route.upstream.name, priority, shed.reason());
-                    let mut response = refuse(
-                        route,
-                        &parts.method,
-                        Kind::Overload,
-                        &request_id,
-                        rate.as_ref(),
-                        start,
-                    );
-                    response.headers_mut().insert(
-                        header::RETRY_AFTER,
-                        crate::admit::retry_after_value(limiter.retry_after()),
-                    );
-                    return response;
-                }
+        // Route match: one load of the listener's table; the matched route stays alive
+        // for this request even if a reload swaps the table meanwhile.
+        let Some(route) = listener.router.load().find(&parts).cloned() else {
+            return error_response(Kind::NoRoute, Some(&request_id));
+        };
+        let route = &*route;
+        obs.route(route);
+
+        // Fault injection, when configured: rehearsed failures happen before admission.
+        if let Some(faults) = &route.faults {
+            if let Some(mut response) = faults.apply::<ResponseBody>(&parts).await {
+                response
+                    .headers_mut()
+                    .insert(X_REQUEST_ID.clone(), request_id.clone());
+                route
+                    .metrics
+                    .record(&parts.method, response.status().as_u16(), start.elapsed());
+                return response;
             }
         }
-    };
-    let admitted = permit.as_ref().map(|_| std::time::Instant::now());
-    // Circuit breaker on requests in flight to the upstream (until the response head).
-    let _active = match route
-        .upstream
-        .breakers
-        .take_ref(crate::breakers::Breaker::Requests)
-    {
-        Ok(slot) => slot,
-        Err(breaker) => {
-            let kind = Kind::from_breaker(breaker);
-            return refuse(
+
+        // Admit: the route's rate limits, then the upstream's concurrency limit.
+        let rate = if route.admission.has_limits() {
+            let verdict = route.admission.check(&parts, client.ip()).await;
+            if verdict.refused.is_some() {
+                return refuse(
+                    route,
+                    &parts.method,
+                    Kind::RateLimited,
+                    &request_id,
+                    Some(&verdict),
+                    start,
+                );
+            }
+            Some(verdict)
+        } else {
+            None
+        };
+        let permit = match &route.upstream.concurrency {
+            None => None,
+            Some(limiter) => {
+                let priority = route.admission.priority(&parts);
+                match limiter.acquire(priority).await {
+                    Ok(permit) => Some(permit),
+                    Err(shed) => {
+                        listener
+                            .metrics
+                            .shed(&route.upstream.name, priority, shed.reason());
+                        let mut response = refuse(
+                            route,
+                            &parts.method,
+                            Kind::Overload,
+                            &request_id,
+                            rate.as_ref(),
+                            start,
+                        );
+                        response.headers_mut().insert(
+                            header::RETRY_AFTER,
+                            crate::admit::retry_after_value(limiter.retry_after()),
+                        );
+                        return response;
+                    }
+                }
+            }
+        };
+        let admitted = permit.as_ref().map(|_| std::time::Instant::now());
+        // Circuit breaker on requests in flight to the upstream (until the response head).
+        let _active = match route
+            .upstream
+            .breakers
+            .take_ref(crate::breakers::Breaker::Requests)
+        {
+            Ok(slot) => slot,
+            Err(breaker) => {
+                let kind = Kind::from_breaker(breaker);
+                return refuse(
+                    route,
+                    &parts.method,
+                    kind,
+                    &request_id,
+                    rate.as_ref(),
+                    start,
+                );
+            }
+        };
+
+        let response = forward(
+            listener,
+            route,
+            client,
+            &mut parts,
+            body,
+            &request_id,
+            start,
+            obs,
+        )
+        .await;
+        if let (Some(permit), Some(admitted), Some(limiter)) =
+            (permit, admitted, &route.upstream.concurrency)
+        {
+            // The latency sample is the time to the response head; failures that never
+            // reached the endpoint say nothing about its latency. A timeout is what overload
+            // looks like, but it is the route's deadline, not a round trip: it must not
+            // become the minimum RTT.
+            let sample = match &response {
+                Ok(_) | Err(Kind::UpstreamProtocol) => Some(admitted.elapsed()),
+                Err(Kind::Timeout) if !limiter.measuring_min_rtt() => Some(admitted.elapsed()),
+                Err(_) => None,
+            };
+            permit.finish(sample);
+        }
+        match response {
+            Ok(mut response) => {
+                if let Some(rate) = &rate {
+                    rate.decorate(response.headers_mut());
+                }
+                route
+                    .metrics
+                    .record(&parts.method, response.status().as_u16(), start.elapsed());
+                response
+            }
+            Err(kind) => refuse(
                 route,
                 &parts.method,
                 kind,
                 &request_id,
                 rate.as_ref(),
                 start,
-            );
+            ),
         }
-    };
-
-    let response = forward(
-        listener,
-        route,
-        client,
-        &mut parts,
-        body,
-        &request_id,
-        start,
-        obs,
-    )
-    .await;
-    if let (Some(permit), Some(admitted), Some(limiter)) =
-        (permit, admitted, &route.upstream.concurrency)
-    {
-        // The latency sample is the time to the response head; failures that never
-        // reached the endpoint say nothing about its latency. A timeout is what overload
-        // looks like, but it is the route's deadline, not a round trip: it must not
-        // become the minimum RTT.
-        let sample = match &response {
-            Ok(_) | Err(Kind::UpstreamProtocol) => Some(admitted.elapsed()),
-            Err(Kind::Timeout) if !limiter.measuring_min_rtt() => Some(admitted.elapsed()),
-            Err(_) => None,
-        };
-        permit.finish(sample);
-    }
-    match response {
-        Ok(mut response) => {
-            if let Some(rate) = &rate {
-                rate.decorate(response.headers_mut());
-            }
-            route
-                .metrics
-                .record(&parts.method, response.status().as_u16(), start.elapsed());
-            response
-        }
-        Err(kind) => refuse(
-            route,
-            &parts.method,
-            kind,
-            &request_id,
-            rate.as_ref(),
-            start,
-        ),
     }
 }
 
@@ -923,154 +946,158 @@ type Exchanged = Response<ResponseBody>;
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
-async fn attempt(
-    route: &Route,
-    endpoint: &Arc<steady_balance::Endpoint>,
+fn attempt<'a>(
+    route: &'a Route,
+    endpoint: &'a Arc<steady_balance::Endpoint>,
     Outgoing {
         req: upstream_req,
         recorded: span,
         added,
     }: Outgoing,
-    verdict: Option<&BodyVerdict>,
+    verdict: Option<&'a BodyVerdict>,
     deadline: Duration,
     start: std::time::Instant,
-    obs: Observer<'_>,
-) -> Result<Exchanged, Kind> {
-    // The request's trace id, for the operational logs of what the attempt causes (an
-    // ejection).
-    let trace = obs.trace.map(|t| t.ids().0);
-    // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
-    // `span` is there only if `upstream_request` found the request's spans recording.
-    let span = span.and_then(|span| Some((obs.spans?, span)));
-    let mut note = (obs.facts.is_some() || span.is_some()).then(|| AttemptNote {
-        facts: obs.facts,
-        span,
-        endpoint: endpoint.addr(),
-        // Now, not `start`: queueing and injected delays are not the upstream's time.
-        // (Tokio's clock, as the exchange's end reading is.)
-        start: tokio::time::Instant::now().into_std(),
-        end: None,
-        outcome: None,
-    });
-    let mut ended = None;
-    let result = exchange(
-        route,
-        endpoint,
-        (upstream_req, added),
-        verdict,
-        (deadline, start),
-        trace,
-        &mut ended,
-    )
-    .await;
-    if let Some(note) = &mut note {
-        note.end = ended;
-        note.outcome = Some(match &result {
-            Ok(response) => Ok(response.status().as_u16()),
-            Err(kind) => Err(*kind),
+    obs: Observer<'a>,
+) -> impl Future<Output = Result<Exchanged, Kind>> + 'a {
+    async move {
+        // The request's trace id, for the operational logs of what the attempt causes (an
+        // ejection).
+        let trace = obs.trace.map(|t| t.ids().0);
+        // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
+        // `span` is there only if `upstream_request` found the request's spans recording.
+        let span = span.and_then(|span| Some((obs.spans?, span)));
+        let mut note = (obs.facts.is_some() || span.is_some()).then(|| AttemptNote {
+            facts: obs.facts,
+            span,
+            endpoint: endpoint.addr(),
+            // Now, not `start`: queueing and injected delays are not the upstream's time.
+            // (Tokio's clock, as the exchange's end reading is.)
+            start: tokio::time::Instant::now().into_std(),
+            end: None,
+            outcome: None,
         });
+        let mut ended = None;
+        let result = exchange(
+            route,
+            endpoint,
+            (upstream_req, added),
+            verdict,
+            (deadline, start),
+            trace,
+            &mut ended,
+        )
+        .await;
+        if let Some(note) = &mut note {
+            note.end = ended;
+            note.outcome = Some(match &result {
+                Ok(response) => Ok(response.status().as_u16()),
+                Err(kind) => Err(*kind),
+            });
+        }
+        result
     }
-    result
 }
 
 /// One attempt's exchange: see [`attempt`]. `ended` gets the clock reading taken when
 /// the attempt ended (the response head, a failure or the deadline), if it did.
-async fn exchange(
-    route: &Route,
-    endpoint: &Arc<steady_balance::Endpoint>,
+fn exchange<'a>(
+    route: &'a Route,
+    endpoint: &'a Arc<steady_balance::Endpoint>,
     (mut upstream_req, added): (Request<RequestBody>, headers::Added),
-    verdict: Option<&BodyVerdict>,
+    verdict: Option<&'a BodyVerdict>,
     (deadline, start): (Duration, std::time::Instant),
     trace: Option<TraceId>,
-    ended: &mut Option<std::time::Instant>,
-) -> Result<Exchanged, Kind> {
-    let upstream = &route.upstream;
-    let transport = upstream.transport();
-    let in_flight = endpoint.start(start);
-    let pause_limit = route.response_body_timeout;
-    let exchange = async {
-        match transport {
-            Transport::Http1(pool) => {
-                match pool.send(endpoint.addr(), upstream_req, &added).await {
-                    Ok(response) => Ok(response.map(|b| ResponseBody::h1(b, pause_limit))),
-                    Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
-                    Err(e) => Err(Ok((
-                        matches!(e, crate::pool::PoolError::Connect { .. }),
-                        e.to_string(),
-                    ))),
+    ended: &'a mut Option<std::time::Instant>,
+) -> impl Future<Output = Result<Exchanged, Kind>> + 'a {
+    async move {
+        let upstream = &route.upstream;
+        let transport = upstream.transport();
+        let in_flight = endpoint.start(start);
+        let pause_limit = route.response_body_timeout;
+        let exchange = async {
+            match transport {
+                Transport::Http1(pool) => {
+                    match pool.send(endpoint.addr(), upstream_req, &added).await {
+                        Ok(response) => Ok(response.map(|b| ResponseBody::h1(b, pause_limit))),
+                        Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
+                        Err(e) => Err(Ok((
+                            matches!(e, crate::pool::PoolError::Connect { .. }),
+                            e.to_string(),
+                        ))),
+                    }
+                }
+                Transport::H2c(client) => {
+                    added.apply(upstream_req.headers_mut());
+                    match client.request(upstream_req).await {
+                        Ok(response) => Ok(response.map(|b| ResponseBody::h2(b, pause_limit))),
+                        Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
+                    }
                 }
             }
-            Transport::H2c(client) => {
-                added.apply(upstream_req.headers_mut());
-                match client.request(upstream_req).await {
-                    Ok(response) => Ok(response.map(|b| ResponseBody::h2(b, pause_limit))),
-                    Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
+        };
+        // Boxed: the exchange and its timer are most of a request's future (about 1.4 KB).
+        // Inline, every phase above (`attempt`, `forward_streamed`, `forward`, `proxy`,
+        // `handle`) carried them and copied them when it built its callee's future: some
+        // 13 KB of `memcpy` per request, against one allocation.
+        let result = Box::pin(crate::timer::Deadline::new(deadline, exchange)).await;
+        let now = tokio::time::Instant::now().into_std();
+        *ended = Some(now);
+        let response = match result {
+            Err(_elapsed) => {
+                // Still waiting for the client's body: the client is slow, not the endpoint.
+                if verdict.is_some_and(|v| !v.complete()) {
+                    drop(in_flight);
+                    return Err(Kind::ClientTimeout);
                 }
-            }
-        }
-    };
-    // Boxed: the exchange and its timer are most of a request's future (about 1.4 KB).
-    // Inline, every phase above (`attempt`, `forward_streamed`, `forward`, `proxy`,
-    // `handle`) carried them and copied them when it built its callee's future: some
-    // 13 KB of `memcpy` per request, against one allocation.
-    let result = Box::pin(crate::timer::Deadline::new(deadline, exchange)).await;
-    let now = tokio::time::Instant::now().into_std();
-    *ended = Some(now);
-    let response = match result {
-        Err(_elapsed) => {
-            // Still waiting for the client's body: the client is slow, not the endpoint.
-            if verdict.is_some_and(|v| !v.complete()) {
-                drop(in_flight);
-                return Err(Kind::ClientTimeout);
-            }
-            in_flight.finish(now, Outcome::Failure);
-            upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure, trace);
-            return Err(Kind::Timeout);
-        }
-        // A circuit breaker refused a connection: the endpoint did nothing wrong.
-        Ok(Err(Err(breaker))) => {
-            drop(in_flight);
-            return Err(Kind::from_breaker(breaker));
-        }
-        Ok(Err(Ok((is_connect, e)))) => {
-            let kind = match verdict {
-                Some(v) if v.too_large() => Kind::BodyTooLarge,
-                Some(v) if v.broken() => Kind::ClientAborted,
-                Some(v) if v.timed_out() => Kind::ClientTimeout,
-                _ if is_connect => Kind::Connect,
-                _ => Kind::UpstreamProtocol,
-            };
-            tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
-            // A client's fault says nothing about the endpoint: record no sample.
-            if kind.source() == crate::error::Source::Client {
-                drop(in_flight);
-            } else {
                 in_flight.finish(now, Outcome::Failure);
-                let result = if kind == Kind::Connect {
-                    RequestResult::ConnectFailure
-                } else {
-                    RequestResult::GatewayFailure
-                };
-                upstream.record(endpoint.addr(), now, result, trace);
+                upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure, trace);
+                return Err(Kind::Timeout);
             }
-            return Err(kind);
-        }
-        Ok(Ok(exchanged)) => exchanged,
-    };
-    let status = response.status();
-    let outcome = if matches!(status.as_u16(), 502..=504) {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    };
-    in_flight.finish(now, outcome);
-    upstream.record(
-        endpoint.addr(),
-        now,
-        RequestResult::from_status(status.as_u16()),
-        trace,
-    );
-    Ok(response)
+            // A circuit breaker refused a connection: the endpoint did nothing wrong.
+            Ok(Err(Err(breaker))) => {
+                drop(in_flight);
+                return Err(Kind::from_breaker(breaker));
+            }
+            Ok(Err(Ok((is_connect, e)))) => {
+                let kind = match verdict {
+                    Some(v) if v.too_large() => Kind::BodyTooLarge,
+                    Some(v) if v.broken() => Kind::ClientAborted,
+                    Some(v) if v.timed_out() => Kind::ClientTimeout,
+                    _ if is_connect => Kind::Connect,
+                    _ => Kind::UpstreamProtocol,
+                };
+                tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
+                // A client's fault says nothing about the endpoint: record no sample.
+                if kind.source() == crate::error::Source::Client {
+                    drop(in_flight);
+                } else {
+                    in_flight.finish(now, Outcome::Failure);
+                    let result = if kind == Kind::Connect {
+                        RequestResult::ConnectFailure
+                    } else {
+                        RequestResult::GatewayFailure
+                    };
+                    upstream.record(endpoint.addr(), now, result, trace);
+                }
+                return Err(kind);
+            }
+            Ok(Ok(exchanged)) => exchanged,
+        };
+        let status = response.status();
+        let outcome = if matches!(status.as_u16(), 502..=504) {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        in_flight.finish(now, outcome);
+        upstream.record(
+            endpoint.addr(),
+            now,
+            RequestResult::from_status(status.as_u16()),
+            trace,
+        );
+        Ok(response)
+    }
 }
 
 /// Notes one attempt when it ends, however it ends (a lost hedge race drops it): its

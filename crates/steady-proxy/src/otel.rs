@@ -577,9 +577,9 @@ impl PendingSpan {
     /// Starts a request's record.
     /// `arrived` is when the request head arrived, on both clocks (read once for the
     /// line and the span), and `host` its `Host` header.
-    pub(crate) fn new<B>(
+    pub(crate) fn new(
         tracer: Arc<Tracer>,
-        req: &http::Request<B>,
+        req: &http::request::Parts,
         (client, scheme): (SocketAddr, &'static str),
         arrived: (SystemTime, Instant),
         host: Option<http::HeaderValue>,
@@ -594,11 +594,11 @@ impl PendingSpan {
             tracer,
             start: arrived.1,
             time: arrived.0,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+            method: req.method.clone(),
+            uri: req.uri.clone(),
             host,
             scheme,
-            version: req.version(),
+            version: req.version,
             client,
             status: 0,
             done: false,

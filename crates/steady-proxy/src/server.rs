@@ -216,35 +216,13 @@ pub(crate) async fn serve<T, S, F>(
                 return;
             }
         };
-        let Head {
+        let Prepared {
             request,
-            framing,
+            is_head,
+            version,
             keep_alive,
-            expect_continue,
-            upgrade,
-        } = head;
-        let is_head = request.method() == Method::HEAD;
-        let version = request.version();
-        let has_body = framing != Framing::Done;
-        let body = if has_body {
-            let mut conn = lock(&shared);
-            conn.framing = framing;
-            conn.continue_left = if expect_continue { CONTINUE.len() } else { 0 };
-            let source: Arc<dyn Source> = shared.clone();
-            Body {
-                source: Some(source),
-            }
-        } else {
-            Body::empty()
-        };
-        let mut request = request.map(|()| ClientBody::H1(body));
-        let mut upgraded = None;
-        if upgrade {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let on = OnUpgrade(Arc::new(Mutex::new(Some(rx))));
-            request.extensions_mut().insert(on);
-            upgraded = Some(tx);
-        }
+            upgraded,
+        } = prepare(head, &shared);
 
         // The response, while watching for the client to go away.
         let response = {
@@ -345,6 +323,60 @@ pub(crate) async fn serve<T, S, F>(
         }
         close(&shared).await;
         return;
+    }
+}
+
+/// A request ready for the request path, and what its connection must remember of it.
+struct Prepared {
+    request: Request<ClientBody>,
+    is_head: bool,
+    version: Version,
+    keep_alive: bool,
+    /// Gives the connection to the request's `OnUpgrade` after a `101`.
+    upgraded: Option<tokio::sync::oneshot::Sender<Upgraded>>,
+}
+
+/// Makes the request of `head`, its body read from `shared`. (Not inline in `serve`: the
+/// head and the request, once borrowed there, would keep room in the connection's task
+/// beside the request's future.)
+fn prepare<T>(head: Head, shared: &SharedConn<T>) -> Prepared
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Head {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    } = head;
+    let is_head = request.method() == Method::HEAD;
+    let version = request.version();
+    let body = if framing != Framing::Done {
+        let mut conn = lock(shared);
+        conn.framing = framing;
+        conn.continue_left = if expect_continue { CONTINUE.len() } else { 0 };
+        let source: Arc<dyn Source> = shared.clone();
+        Body {
+            source: Some(source),
+        }
+    } else {
+        Body::empty()
+    };
+    let mut request = request.map(|()| ClientBody::H1(body));
+    let mut upgraded = None;
+    if upgrade {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on = OnUpgrade(Arc::new(Mutex::new(Some(rx))));
+        request.extensions_mut().insert(on);
+        upgraded = Some(tx);
+    }
+    Prepared {
+        request,
+        is_head,
+        version,
+        keep_alive,
+        upgraded,
     }
 }
 
