@@ -233,6 +233,8 @@ impl Observer<'_> {
     }
 }
 
+// Not an `async fn`, which would keep its arguments twice (see `handle`).
+#[allow(clippy::manual_async_fn)]
 fn proxy<'a>(
     listener: &'a HttpListener,
     client: SocketAddr,
@@ -946,6 +948,8 @@ type Exchanged = Response<ResponseBody>;
 
 /// Sends one attempt to `endpoint` within `deadline` and records what it says about the
 /// endpoint (latency, outlier detection) and, with span export on, the attempt's span.
+// Not an `async fn`, which would keep its arguments twice (see `handle`).
+#[allow(clippy::manual_async_fn)]
 fn attempt<'a>(
     route: &'a Route,
     endpoint: &'a Arc<steady_balance::Endpoint>,
@@ -1000,6 +1004,8 @@ fn attempt<'a>(
 
 /// One attempt's exchange: see [`attempt`]. `ended` gets the clock reading taken when
 /// the attempt ended (the response head, a failure or the deadline), if it did.
+// Not an `async fn`, which would keep its arguments twice (see `handle`).
+#[allow(clippy::manual_async_fn)]
 fn exchange<'a>(
     route: &'a Route,
     endpoint: &'a Arc<steady_balance::Endpoint>,
