@@ -963,10 +963,20 @@ fn attempt<'a>(
     start: std::time::Instant,
     obs: Observer<'a>,
 ) -> impl Future<Output = Result<Exchanged, Kind>> + 'a {
+    // The request's trace id, for the operational logs of what the attempt causes (an
+    // ejection).
+    let trace = obs.trace.map(|t| t.ids().0);
+    // Made here, not in the block below, which would then keep the request beside the
+    // exchange that owns it.
+    let exchange = exchange(
+        route,
+        endpoint,
+        (upstream_req, added),
+        verdict,
+        (deadline, start),
+        trace,
+    );
     async move {
-        // The request's trace id, for the operational logs of what the attempt causes (an
-        // ejection).
-        let trace = obs.trace.map(|t| t.ids().0);
         // Noted when dropped, so a cancelled attempt (a lost hedge race) has its span.
         // `span` is there only if `upstream_request` found the request's spans recording.
         let span = span.and_then(|span| Some((obs.spans?, span)));
@@ -980,19 +990,9 @@ fn attempt<'a>(
             end: None,
             outcome: None,
         });
-        let mut ended = None;
-        let result = exchange(
-            route,
-            endpoint,
-            (upstream_req, added),
-            verdict,
-            (deadline, start),
-            trace,
-            &mut ended,
-        )
-        .await;
+        let (result, ended) = exchange.await;
         if let Some(note) = &mut note {
-            note.end = ended;
+            note.end = Some(ended);
             note.outcome = Some(match &result {
                 Ok(response) => Ok(response.status().as_u16()),
                 Err(kind) => Err(*kind),
@@ -1002,8 +1002,8 @@ fn attempt<'a>(
     }
 }
 
-/// One attempt's exchange: see [`attempt`]. `ended` gets the clock reading taken when
-/// the attempt ended (the response head, a failure or the deadline), if it did.
+/// One attempt's exchange: see [`attempt`]. Also gives the clock reading taken when the
+/// attempt ended (the response head, a failure or the deadline).
 // Not an `async fn`, which would keep its arguments twice (see `handle`).
 #[allow(clippy::manual_async_fn)]
 fn exchange<'a>(
@@ -1013,56 +1013,54 @@ fn exchange<'a>(
     verdict: Option<&'a BodyVerdict>,
     (deadline, start): (Duration, std::time::Instant),
     trace: Option<TraceId>,
-    ended: &'a mut Option<std::time::Instant>,
-) -> impl Future<Output = Result<Exchanged, Kind>> + 'a {
-    async move {
-        let upstream = &route.upstream;
-        let transport = upstream.transport();
-        let in_flight = endpoint.start(start);
-        let pause_limit = route.response_body_timeout;
-        let exchange = async {
-            match transport {
-                Transport::Http1(pool) => {
-                    match pool.send(endpoint.addr(), upstream_req, &added).await {
-                        Ok(response) => Ok(response.map(|b| ResponseBody::h1(b, pause_limit))),
-                        Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
-                        Err(e) => Err(Ok((
-                            matches!(e, crate::pool::PoolError::Connect { .. }),
-                            e.to_string(),
-                        ))),
-                    }
-                }
-                Transport::H2c(client) => {
-                    added.apply(upstream_req.headers_mut());
-                    match client.request(upstream_req).await {
-                        Ok(response) => Ok(response.map(|b| ResponseBody::h2(b, pause_limit))),
-                        Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
-                    }
+) -> impl Future<Output = (Result<Exchanged, Kind>, std::time::Instant)> + 'a {
+    let upstream = &route.upstream;
+    let transport = upstream.transport();
+    let addr = endpoint.addr();
+    let pause_limit = route.response_body_timeout;
+    // Boxed: the request and its timer are most of a request's future (about 1.3 KB).
+    // Inline, every phase above (`attempt`, `forward_streamed`, `forward`, `proxy`,
+    // `handle`) carried them and copied them when it built its callee's future: some
+    // 13 KB of `memcpy` per request, against one allocation. The box owns the request,
+    // so no phase keeps a copy of it.
+    let sent = Box::pin(crate::timer::Deadline::new(deadline, async move {
+        match transport {
+            Transport::Http1(pool) => match pool.send(addr, upstream_req, &added).await {
+                Ok(response) => Ok(response.map(|b| ResponseBody::h1(b, pause_limit))),
+                Err(crate::pool::PoolError::Breaker(breaker)) => Err(Err(breaker)),
+                Err(e) => Err(Ok((
+                    matches!(e, crate::pool::PoolError::Connect { .. }),
+                    e.to_string(),
+                ))),
+            },
+            Transport::H2c(client) => {
+                added.apply(upstream_req.headers_mut());
+                match client.request(upstream_req).await {
+                    Ok(response) => Ok(response.map(|b| ResponseBody::h2(b, pause_limit))),
+                    Err(e) => Err(Ok((e.is_connect(), e.to_string()))),
                 }
             }
-        };
-        // Boxed: the exchange and its timer are most of a request's future (about 1.4 KB).
-        // Inline, every phase above (`attempt`, `forward_streamed`, `forward`, `proxy`,
-        // `handle`) carried them and copied them when it built its callee's future: some
-        // 13 KB of `memcpy` per request, against one allocation.
-        let result = Box::pin(crate::timer::Deadline::new(deadline, exchange)).await;
+        }
+    }));
+    async move {
+        let in_flight = endpoint.start(start);
+        let result = sent.await;
         let now = tokio::time::Instant::now().into_std();
-        *ended = Some(now);
         let response = match result {
             Err(_elapsed) => {
                 // Still waiting for the client's body: the client is slow, not the endpoint.
                 if verdict.is_some_and(|v| !v.complete()) {
                     drop(in_flight);
-                    return Err(Kind::ClientTimeout);
+                    return (Err(Kind::ClientTimeout), now);
                 }
                 in_flight.finish(now, Outcome::Failure);
-                upstream.record(endpoint.addr(), now, RequestResult::GatewayFailure, trace);
-                return Err(Kind::Timeout);
+                upstream.record(addr, now, RequestResult::GatewayFailure, trace);
+                return (Err(Kind::Timeout), now);
             }
             // A circuit breaker refused a connection: the endpoint did nothing wrong.
             Ok(Err(Err(breaker))) => {
                 drop(in_flight);
-                return Err(Kind::from_breaker(breaker));
+                return (Err(Kind::from_breaker(breaker)), now);
             }
             Ok(Err(Ok((is_connect, e)))) => {
                 let kind = match verdict {
@@ -1072,7 +1070,7 @@ fn exchange<'a>(
                     _ if is_connect => Kind::Connect,
                     _ => Kind::UpstreamProtocol,
                 };
-                tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr(), error = %e, reason = kind.reason(), "upstream request failed");
+                tracing::debug!(upstream = %upstream.name, endpoint = %addr, error = %e, reason = kind.reason(), "upstream request failed");
                 // A client's fault says nothing about the endpoint: record no sample.
                 if kind.source() == crate::error::Source::Client {
                     drop(in_flight);
@@ -1083,9 +1081,9 @@ fn exchange<'a>(
                     } else {
                         RequestResult::GatewayFailure
                     };
-                    upstream.record(endpoint.addr(), now, result, trace);
+                    upstream.record(addr, now, result, trace);
                 }
-                return Err(kind);
+                return (Err(kind), now);
             }
             Ok(Ok(exchanged)) => exchanged,
         };
@@ -1097,12 +1095,12 @@ fn exchange<'a>(
         };
         in_flight.finish(now, outcome);
         upstream.record(
-            endpoint.addr(),
+            addr,
             now,
             RequestResult::from_status(status.as_u16()),
             trace,
         );
-        Ok(response)
+        (Ok(response), now)
     }
 }
 
