@@ -15,8 +15,10 @@
 //! HTTP/1.0 client), and a client that closes while its request is in flight cancels it.
 //!
 //! Layout: [`serve`] (the connection's loop), `parse_head` (a request head into an
-//! [`http::Request`]), `encode_head` (a response head, with its framing), [`Body`] (a
-//! request body), [`Upgraded`] (the connection, handed to a tunnel after a `101`).
+//! [`http::Request`]), `prepare` (the request the request path gets), `encode_head` (a
+//! response head, with its framing), [`Body`] (a request body), [`Upgraded`] (the
+//! connection, handed to a tunnel after a `101`), `idle_box` and `spare` (what idle
+//! connections keep of their request's box and read buffer).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -176,6 +178,11 @@ pub(crate) async fn serve<T, S, F>(
         continue_left: 0,
     }));
     let mut out = Vec::new();
+    // The request's future, in a box the connection reuses from request to request. An
+    // idle connection gives it up unless few others on its worker keep theirs, so
+    // thousands of idle connections do not each hold room for a request in flight.
+    let mut request_box: Option<Pin<Box<F>>> = None;
+    let mut keeping = idle_box::Keep::default();
     let mut cancelled = pin!(shutdown.cancelled());
     // The task the shutdown token will wake (polled again only if another polls).
     let mut waiter: Option<Waker> = None;
@@ -192,6 +199,9 @@ pub(crate) async fn serve<T, S, F>(
                 // long: its read buffer goes to the worker's spares, for whichever
                 // connection reads next.
                 spare::give(&mut conn.read);
+                if request_box.is_some() && !keeping.keep() {
+                    request_box = None;
+                }
                 // Between requests: shutdown closes the connection.
                 if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     if cancelled.as_mut().poll(cx).is_ready() {
@@ -205,6 +215,7 @@ pub(crate) async fn serve<T, S, F>(
             polled
         })
         .await;
+        keeping.release();
         let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return,
@@ -226,7 +237,13 @@ pub(crate) async fn serve<T, S, F>(
 
         // The response, while watching for the client to go away.
         let response = {
-            let mut pending = pin!(service(request));
+            let pending = match &mut request_box {
+                Some(pending) => {
+                    pending.set(service(request));
+                    pending
+                }
+                None => request_box.insert(Box::pin(service(request))),
+            };
             let mut watching = true;
             poll_fn(|cx| {
                 if let Poll::Ready(response) = pending.as_mut().poll(cx) {
@@ -377,6 +394,85 @@ where
         version,
         keep_alive,
         upgraded,
+    }
+}
+
+/// Which idle connections keep their request's box (see `serve`): the first [`KEEP`] of
+/// a worker's, so a worker busy with a few hundred keep-alive connections allocates
+/// nothing per request, while one holding thousands of idle connections does not keep
+/// a request's room for each.
+mod idle_box {
+    use std::cell::Cell;
+
+    /// Idle connections per worker that keep their box.
+    pub(super) const KEEP: usize = 256;
+
+    thread_local! {
+        /// Idle connections on this worker keeping their box.
+        static KEEPING: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// An idle connection's place among those keeping their box, if it has one;
+    /// released when the connection is busy again or ends.
+    #[derive(Debug, Default)]
+    pub(super) struct Keep {
+        held: bool,
+    }
+
+    impl Keep {
+        /// Whether the idle connection may keep its box: it has a place, or takes one.
+        pub(super) fn keep(&mut self) -> bool {
+            if !self.held {
+                let keeping = KEEPING.get();
+                if keeping >= KEEP {
+                    return false;
+                }
+                KEEPING.set(keeping + 1);
+                self.held = true;
+            }
+            true
+        }
+
+        /// The connection is busy again: its place is free.
+        pub(super) fn release(&mut self) {
+            if std::mem::take(&mut self.held) {
+                // Saturating: a task moved to another thread (only in tests on a
+                // multi-threaded runtime) finds that thread's count.
+                KEEPING.set(KEEPING.get().saturating_sub(1));
+            }
+        }
+    }
+
+    impl Drop for Keep {
+        fn drop(&mut self) {
+            self.release();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_first_idle_connections_keep_their_box_and_places_come_back() {
+            // Each test runs on a thread of its own, so the worker's count starts afresh.
+            let mut keeping: Vec<Keep> = (0..KEEP).map(|_| Keep::default()).collect();
+            for k in &mut keeping {
+                assert!(k.keep());
+            }
+            assert!(keeping[0].keep(), "a holder keeps its place");
+            let mut late = Keep::default();
+            assert!(
+                !late.keep(),
+                "over the limit, a connection gives its box up"
+            );
+            keeping[1].release();
+            assert!(late.keep(), "a released place is taken");
+            drop(keeping.pop());
+            let mut next = Keep::default();
+            assert!(next.keep(), "a connection that ends frees its place");
+            assert!(!Keep::default().keep());
+        }
     }
 }
 

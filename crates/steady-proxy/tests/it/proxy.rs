@@ -778,3 +778,40 @@ async fn a_passing_active_check_readmits_an_ejected_endpoint() {
     }
     assert!(!ep.is_ejected(), "a passing active check readmitted b0");
 }
+
+/// More idle keep-alive connections than a worker lets keep their request's box
+/// (`server::idle_box::KEEP`, 256): those past it give the box up while idle and make a
+/// new one for their next request, which is served like any other.
+#[tokio::test]
+async fn many_idle_keep_alive_connections_are_each_served_again() {
+    let b = Backend::start("b").await;
+    let gw = start(&[b.addr()]).await;
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        conns.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    for round in 0..2 {
+        for (i, s) in conns.iter_mut().enumerate() {
+            let path = format!("/r{round}-{i}");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let head = tokio::time::timeout(Duration::from_secs(5), steady_testkit::read_head(s))
+                .await
+                .expect("a response head within 5 s")
+                .unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            let mut body = vec![0u8; length];
+            s.read_exact(&mut body).await.unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["path"], path.as_str());
+        }
+    }
+}
