@@ -1020,11 +1020,15 @@ def profile_with(b, knobs, workdir, target, callgraph, freq):
 
 def oha_count(knobs, port, count, conns, rate=0):
     """Sends `count` keep-alive GETs with oha from the load generator's CPU (at `rate`
-    per second when given, else as fast as they are answered); returns the 2xx."""
+    per second when given, else as fast as they are answered; each on a connection of
+    its own with NO_KEEPALIVE=1); returns the 2xx."""
     cmd = ["taskset", "-c", knobs.loadgen_cpu, "oha", "-n", str(count), "-c", str(conns),
            "--no-tui", "--output-format", "json", f"http://127.0.0.1:{port}/"]
     if rate:
         cmd[4:4] = ["-q", str(rate)]
+    # NO_KEEPALIVE=1: a new connection for every request (what a connection costs)
+    if os.environ.get("NO_KEEPALIVE") == "1":
+        cmd[4:4] = ["--disable-keepalive"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     codes = json.loads(r.stdout).get("statusCodeDistribution", {}) or {}
     return sum(v for c, v in codes.items() if str(c).startswith("2"))

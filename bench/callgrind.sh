@@ -7,6 +7,7 @@
 #   TARGETS=steady,haproxy bench/callgrind.sh           steady against haproxy
 #   REQUESTS=50000 CONNS=64 bench/callgrind.sh
 #   DUMP_INSTR=1 bench/callgrind.sh                     keep per-instruction counts too
+#   NO_KEEPALIVE=1 bench/callgrind.sh                   a new connection per request
 #
 # Kernel time (the loopback TCP stack) is not counted: compare with bench/run.sh's CPU
 # µs/request for the whole cost. Profiles are kept in bench/results/callgrind-TARGET.out

@@ -45,6 +45,8 @@ const MAX_TARGET: usize = 65_534;
 /// reads; bodies are read with `h1`'s larger room). The buffer is let go while the
 /// connection waits for its next request.
 const HEAD_ROOM: usize = 4 * 1024;
+/// Room made in a connection's write buffer for a response head.
+const HEAD_OUT: usize = 512;
 /// A response body's bytes are gathered up to this much before they are written.
 const GATHER: usize = 64 * 1024;
 /// A buffer bigger than this (grown by a large head or response) is let go once its
@@ -111,6 +113,15 @@ struct Shared<T> {
 }
 
 type SharedConn<T> = Arc<Mutex<Shared<T>>>;
+
+impl<T> Drop for Shared<T> {
+    /// A closed connection's read buffer goes to the worker's spares, as an idle one's
+    /// does: the next new connection reads into it instead of allocating.
+    fn drop(&mut self) {
+        self.read.clear();
+        spare::give(&mut self.read);
+    }
+}
 
 fn lock<T>(shared: &Mutex<Shared<T>>) -> MutexGuard<'_, Shared<T>> {
     // Plain state, valid even if a poll panicked while holding it.
@@ -279,6 +290,9 @@ pub(crate) async fn serve<T, S, F>(
         // (A request body not read to its end by the time the response has been written
         // leaves the next head's start unknown: the connection closes then.)
         let keep_alive = keep_alive && !shutdown.is_cancelled();
+        if out.capacity() == 0 {
+            out = spare::take_out();
+        }
         out.clear();
         let (mut framing, keep_alive) = encode_head(
             &mut out,
@@ -332,12 +346,12 @@ pub(crate) async fn serve<T, S, F>(
                 if let (false, Some(io)) = (conn.read.is_empty(), &conn.io) {
                     io.head_buffered();
                 }
-                if out.capacity() > KEEP_IDLE {
-                    out = Vec::new();
-                }
+                // The write buffer waits in the worker's spares, not with the connection.
+                spare::give_out(&mut out);
                 continue;
             }
         }
+        spare::give_out(&mut out);
         close(&shared).await;
         return;
     }
@@ -476,10 +490,11 @@ mod idle_box {
     }
 }
 
-/// Read buffers of this worker's idle connections, lent to the next connection that
-/// reads a head. nginx frees an idle connection's buffer and allocates one when the next
-/// request comes; a small per-worker stock does the same without an allocation a
-/// request, and 10,000 idle connections hold no read buffer between them.
+/// Read and write buffers of this worker's idle connections, lent to the next connection
+/// that reads a head or writes a response. nginx frees an idle connection's buffer and
+/// allocates one when the next request comes; a small per-worker stock does the same
+/// without an allocation a request, and 10,000 idle connections hold no buffer between
+/// them.
 mod spare {
     use std::cell::RefCell;
 
@@ -487,11 +502,34 @@ mod spare {
 
     use super::KEEP_IDLE;
 
-    /// Spare buffers kept per worker; more are freed.
+    /// Spare buffers of each kind kept per worker; more are freed.
     const STOCK: usize = 64;
 
     thread_local! {
         static SPARES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        /// Write buffers, which connections give back after each response.
+        static OUTS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A write buffer from the stock, or an empty one.
+    pub(super) fn take_out() -> Vec<u8> {
+        OUTS.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Takes `out` from its connection, into the stock if it is small and the stock is
+    /// not full; freed otherwise.
+    pub(super) fn give_out(out: &mut Vec<u8>) {
+        let mut out = std::mem::take(out);
+        if out.capacity() == 0 || out.capacity() > KEEP_IDLE {
+            return;
+        }
+        out.clear();
+        OUTS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < STOCK {
+                s.push(out);
+            }
+        });
     }
 
     /// A buffer from the stock, or an empty one (which allocates when it first reads).
@@ -539,6 +577,20 @@ mod spare {
                 "a partial head stays with its connection"
             );
             assert_eq!(take().capacity(), 0);
+        }
+
+        #[test]
+        fn write_buffers_are_lent_cleared_and_grown_ones_freed() {
+            let mut out = Vec::with_capacity(512);
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            give_out(&mut out);
+            assert_eq!(out.capacity(), 0, "the connection keeps nothing");
+            let lent = take_out();
+            assert!(lent.capacity() >= 512 && lent.is_empty(), "lent cleared");
+            assert_eq!(take_out().capacity(), 0, "the stock had one");
+            let mut grown = Vec::<u8>::with_capacity(KEEP_IDLE * 2);
+            give_out(&mut grown);
+            assert_eq!(take_out().capacity(), 0, "a grown buffer is freed");
         }
 
         #[test]
@@ -715,6 +767,9 @@ fn encode_head(
 ) -> (Out, bool) {
     let status = head.status;
     let mut keep_alive = client.keep_alive;
+    // Room for a usual head at once, not grown a few bytes at a time on a new
+    // connection (a no-op once the buffer has served a response).
+    out.reserve(HEAD_OUT);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
