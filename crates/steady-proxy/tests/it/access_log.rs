@@ -7,6 +7,15 @@ use std::time::Duration;
 use crate::common::{self, get, start_yaml};
 use steady_testkit::{Backend, Fault};
 
+/// A new, empty directory for one test's log (`NAME-PID` under the temp dir, emptied
+/// first), and the log's path in it.
+fn fresh_log(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("access.log");
+    (dir, path)
+}
+
 fn lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Value> {
     // The writer thread flushes within ~100 ms; poll (bounded) for the lines.
     for _ in 0..200 {
@@ -25,9 +34,7 @@ fn lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_gets_one_line_with_what_happened() {
-    let dir = std::env::temp_dir().join(format!("steady-access-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("access.log");
+    let (dir, path) = fresh_log("steady-access");
     let flaky = Backend::start("flaky").await;
     flaky.set_fault(Fault::Status(503));
     let good = Backend::start("good").await;
@@ -126,9 +133,7 @@ upstreams: [{name: app, endpoints: [{address: 127.0.0.1:9}]}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_trace_continues_upstream_and_lands_in_the_log() {
-    let dir = std::env::temp_dir().join(format!("steady-trace-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("access.log");
+    let (dir, path) = fresh_log("steady-trace");
     let backend = Backend::start("b").await;
     let yaml = format!(
         "access_log: {{path: {path}, fields: [trace_id, span_id, status]}}
@@ -183,9 +188,7 @@ upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_in_counts_a_chunked_body_and_a_retried_one() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = std::env::temp_dir().join(format!("steady-access-in-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("access.log");
+    let (dir, path) = fresh_log("steady-access-in");
     let backend = Backend::start("echo").await;
     let yaml = format!(
         "access_log: {{path: {path}, fields: [path, method, bytes_in, status]}}
@@ -221,9 +224,7 @@ upstreams: [{{name: app, endpoints: [{{address: {backend}}}]}}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_after_its_head_names_why_in_failure() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = std::env::temp_dir().join(format!("steady-access-cut-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("access.log");
+    let (dir, path) = fresh_log("steady-access-cut");
     // Head and 7 of 1,000 body bytes, then silence with the connection open.
     let stalling = Backend::start("stalls").await;
     stalling.set_fault(Fault::StallMidResponse);
