@@ -425,11 +425,7 @@ impl Accept {
             };
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
-            self.open.inc();
-            let open = OpenConn {
-                open: self.open.clone(),
-                _permit: permit,
-            };
+            let open = OpenConn::new(&self.open, permit);
             // Not `async move { fut.await; .. }`: an async block keeps a future it
             // captured beside the copy it awaits, which doubled every connection's task
             // (13.5 KiB instead of 6.7 for a plain-text HTTP connection).
@@ -446,6 +442,20 @@ impl Accept {
 struct OpenConn {
     open: prometheus_client::metrics::gauge::Gauge,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl OpenConn {
+    /// Counts a connection open in `open` until the value is dropped.
+    fn new(
+        open: &prometheus_client::metrics::gauge::Gauge,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        open.inc();
+        OpenConn {
+            open: open.clone(),
+            _permit: permit,
+        }
+    }
 }
 
 impl Drop for OpenConn {

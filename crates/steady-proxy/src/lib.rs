@@ -16,7 +16,8 @@
 //! - [`server`]: steady's HTTP/1.1 server: a client connection's loop (request heads
 //!   parsed by httparse, responses encoded with their framing, request bodies read by
 //!   their reader, `100-continue`, upgrades handed to a tunnel; idle connections lend
-//!   their head buffers to a per-worker stock). HTTP/2 is hyper's.
+//!   their buffers to a per-worker stock and most give up their request's box). HTTP/2
+//!   is hyper's.
 //! - `batch`: write batching: a write to a client or an upstream waits once at the
 //!   back of the run queue, so the writes of one turn leave together.
 //! - [`tls`]: rustls acceptor for `https` listeners (ALPN h2, http/1.1).

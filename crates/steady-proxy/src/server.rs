@@ -18,7 +18,7 @@
 //! [`http::Request`]), `prepare` (the request the request path gets), `encode_head` (a
 //! response head, with its framing), [`Body`] (a request body), [`Upgraded`] (the
 //! connection, handed to a tunnel after a `101`), `idle_box` and `spare` (what idle
-//! connections keep of their request's box and read buffer).
+//! connections keep of their request's box and their read and write buffers).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -497,6 +497,7 @@ mod idle_box {
 /// them.
 mod spare {
     use std::cell::RefCell;
+    use std::thread::LocalKey;
 
     use bytes::BytesMut;
 
@@ -511,30 +512,42 @@ mod spare {
         static OUTS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
 
+    /// A buffer from `stock`, or an empty one.
+    fn lend<B: Default>(stock: &'static LocalKey<RefCell<Vec<B>>>) -> B {
+        stock.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Puts an empty buffer of `capacity` into `stock` if it is small and the stock is
+    /// not full; frees it otherwise.
+    fn keep<B>(stock: &'static LocalKey<RefCell<Vec<B>>>, buf: B, capacity: usize) {
+        if capacity == 0 || capacity > KEEP_IDLE {
+            return;
+        }
+        stock.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < STOCK {
+                s.push(buf);
+            }
+        });
+    }
+
     /// A write buffer from the stock, or an empty one.
     pub(super) fn take_out() -> Vec<u8> {
-        OUTS.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+        lend(&OUTS)
     }
 
     /// Takes `out` from its connection, into the stock if it is small and the stock is
     /// not full; freed otherwise.
     pub(super) fn give_out(out: &mut Vec<u8>) {
         let mut out = std::mem::take(out);
-        if out.capacity() == 0 || out.capacity() > KEEP_IDLE {
-            return;
-        }
         out.clear();
-        OUTS.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < STOCK {
-                s.push(out);
-            }
-        });
+        let capacity = out.capacity();
+        keep(&OUTS, out, capacity);
     }
 
     /// A buffer from the stock, or an empty one (which allocates when it first reads).
     pub(super) fn take() -> BytesMut {
-        SPARES.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+        lend(&SPARES)
     }
 
     /// Takes `buf` from its connection if it is empty, into the stock if it is small
@@ -544,15 +557,8 @@ mod spare {
             return;
         }
         let buf = std::mem::take(buf);
-        if buf.capacity() == 0 || buf.capacity() > KEEP_IDLE {
-            return;
-        }
-        SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < STOCK {
-                s.push(buf);
-            }
-        });
+        let capacity = buf.capacity();
+        keep(&SPARES, buf, capacity);
     }
 
     #[cfg(test)]
