@@ -458,7 +458,11 @@ class Bench:
         port = free_port()
         if key == "nginx":
             os.makedirs(os.path.join(self.workdir, "nginx-tmp"), exist_ok=True)
-            cfg = self.write("nginx.conf", nginx_proxy_conf(self.workdir, port, bp, self.k.nofile))
+            conf = nginx_proxy_conf(self.workdir, port, bp, self.k.nofile)
+            if self.wrap:
+                # Under valgrind (callgrind mode) nginx must serve from the process started.
+                conf = conf.replace("master_process on;", "master_process off;")
+            cfg = self.write("nginx.conf", conf)
             argv = ["nginx", "-p", self.workdir, "-e", f"{self.workdir}/nginx.error.log", "-c", cfg]
             label, timeout = "nginx", 10
         elif key == "haproxy":
@@ -1052,13 +1056,16 @@ def callgrind(knobs, workdir):
     targets = os.environ.get("TARGETS", "steady,steady-all").split(",")
     n = env_int("REQUESTS", 20000)
     conns = env_int("CONNS", 32)
+    # RATE=N: an open loop at N requests/s, so each request finds the proxy idle (what a
+    # request costs at a constant rate below saturation: one wake-up or more for each).
+    rate = env_int("RATE", 0)
     b = Bench(knobs, workdir)
     rows = []
     try:
         b.start_backend()
         for key in targets:
-            if key not in STEADY_KEYS and key != "haproxy":
-                sys.exit(f"callgrind mode measures steady variants and haproxy, not {key}")
+            if key not in STEADY_KEYS and key not in ("haproxy", "nginx"):
+                sys.exit(f"callgrind mode measures steady variants, haproxy and nginx, not {key}")
             out = os.path.join(workdir, f"callgrind-{key}.out")
             # DUMP_INSTR=1 keeps per-instruction counts (for reading the hot assembly).
             instr = "yes" if os.environ.get("DUMP_INSTR") == "1" else "no"
@@ -1070,7 +1077,7 @@ def callgrind(knobs, workdir):
             s = start_warmed(b, knobs, key, n, conns)
             pid = s.proc.pid
             subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
-            ok = oha_count(knobs, s.port, n, conns)
+            ok = oha_count(knobs, s.port, n, conns, rate)
             subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
             time.sleep(0.5)
             dumps = sorted(glob.glob(out + ".*"), key=os.path.getmtime)

@@ -8,6 +8,7 @@
 #   REQUESTS=50000 CONNS=64 bench/callgrind.sh
 #   DUMP_INSTR=1 bench/callgrind.sh                     keep per-instruction counts too
 #   NO_KEEPALIVE=1 bench/callgrind.sh                   a new connection per request
+#   RATE=400 REQUESTS=4000 bench/callgrind.sh           an open loop: each request finds the proxy idle
 #
 # Kernel time (the loopback TCP stack) is not counted: compare with bench/run.sh's CPU
 # µs/request for the whole cost. Profiles are kept in bench/results/callgrind-TARGET.out

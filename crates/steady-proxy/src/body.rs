@@ -365,6 +365,40 @@ impl From<Bytes> for ResponseBody {
 }
 
 impl ResponseBody {
+    /// An HTTP/1.1 upstream's header fields as received, which the response's map
+    /// leaves out (see [`crate::h1::Received`]).
+    pub(crate) fn received(&self) -> Option<&crate::h1::Received> {
+        match self {
+            ResponseBody::H1 { inner, .. } => inner.received(),
+            ResponseBody::Observed { inner } => inner.body.received(),
+            _ => None,
+        }
+    }
+
+    fn take_received(&mut self) -> Option<Box<crate::h1::Received>> {
+        match self {
+            ResponseBody::H1 { inner, .. } => inner.take_received(),
+            ResponseBody::Observed { inner } => inner.body.take_received(),
+            _ => None,
+        }
+    }
+}
+
+/// The response with all its header fields in its map: the upstream's as received, then
+/// steady's, which replace any of the same name. For what reads or writes the map
+/// whole (steady's HTTP/2 server); steady's HTTP/1.1 server writes the received fields
+/// as they are instead.
+pub(crate) fn with_all_headers(
+    mut response: http::Response<ResponseBody>,
+) -> http::Response<ResponseBody> {
+    if let Some(received) = response.body_mut().take_received() {
+        let set = std::mem::take(response.headers_mut());
+        *response.headers_mut() = received.into_map(set);
+    }
+    response
+}
+
+impl ResponseBody {
     /// For an upstream's `101` response: its connection, for the tunnel, with any bytes
     /// already read past the head.
     pub fn take_upgraded(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {

@@ -576,7 +576,10 @@ async fn serve_http_io<T>(
     if h2 {
         let service = hyper::service::service_fn(move |req: http::Request<_>| {
             let req = req.map(ClientBody::H2);
-            handle(ctx.clone(), peer, state.clone(), req)
+            // hyper writes the map: an HTTP/1.1 upstream's received fields join it.
+            futures_util::FutureExt::map(handle(ctx.clone(), peer, state.clone(), req), |r| {
+                r.map(crate::body::with_all_headers)
+            })
         });
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder

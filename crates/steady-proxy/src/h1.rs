@@ -11,8 +11,10 @@
 //! follows RFC 9112 §6.
 //!
 //! Layout: [`Connection`] (the socket and its buffers), [`Connection::exchange`]
-//! (request out, response head in), [`Body`] (the response body, de-chunked, returning
-//! the connection to its pool through a [`crate::pool::Lease`] at its end).
+//! (request out, response head in), [`Received`] (the response's header fields as
+//! they arrived, which steady's server writes on without a map), [`Body`] (the response
+//! body, de-chunked, returning the connection to its pool through a
+//! [`crate::pool::Lease`] at its end).
 
 use std::io;
 use std::net::SocketAddr;
@@ -126,12 +128,76 @@ pub enum Chunk {
 /// A response head as read: the response without its body, how the body is framed,
 /// and whether the connection may carry another exchange after it.
 pub struct Head {
-    /// Status, version and headers.
+    /// Status and version; the headers are in `received`, unless the head is one the
+    /// request path must edit as a map (a `101`, or one whose `Connection` names other
+    /// fields).
     pub response: Response<()>,
+    /// The header fields as they arrived, hop-by-hop ones left out.
+    pub received: Option<Box<Received>>,
     /// How the body is delimited.
     pub framing: Framing,
     /// The connection can be reused once the body is read.
     pub keep_alive: bool,
+}
+
+/// An upstream response's header fields as they arrived: the head's bytes and where
+/// each field the client gets lies in them (the framing and hop-by-hop ones are left
+/// out). Most responses go to an HTTP/1.1 client with their fields unchanged, so
+/// steady's server writes them from here; building an `http::HeaderMap` of them and
+/// encoding it again cost about 2,000 instructions a response. A response's map holds
+/// only what steady sets, which replaces the upstream's fields of the same name;
+/// [`Received::into_map`] gives both as one map (for an HTTP/2 client).
+pub struct Received {
+    head: Bytes,
+    spans: FieldSpans,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.fields().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+impl Received {
+    /// Each field's name (as sent) and value, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&(n0, n1, v0, v1)| {
+            (
+                &self.head[n0 as usize..n1 as usize],
+                &self.head[v0 as usize..v1 as usize],
+            )
+        })
+    }
+
+    /// The fields as a map, with those of `set` replacing any of the same name. Values
+    /// share the head's bytes.
+    pub fn into_map(self, set: HeaderMap) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + set.keys_len());
+        for &(n0, n1, v0, v1) in &self.spans {
+            // httparse checked both as a `HeaderName` and a `HeaderValue` would; a
+            // field that still fails is left out rather than trusted.
+            let Ok(name) = HeaderName::from_bytes(&self.head[n0 as usize..n1 as usize]) else {
+                continue;
+            };
+            if set.contains_key(&name) {
+                continue;
+            }
+            if let Ok(value) =
+                HeaderValue::from_maybe_shared(self.head.slice(v0 as usize..v1 as usize))
+            {
+                map.append(name, value);
+            }
+        }
+        map.extend(set);
+        map
+    }
 }
 
 impl Connection {
@@ -496,19 +562,31 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
     };
     let spans = field_spans(buf.as_ptr() as usize, response.headers);
     let head = buf.split_to(len).freeze();
-    // The framing headers are noted as the map is built: no lookups afterwards.
-    // Framing and connection headers never reach the client (`answer` would strip
-    // them): they are noted, not stored.
+    // The framing and connection fields are noted and left out: this hop's own, they
+    // never reach the client.
     let mut fields = Fields::default();
-    let mut map = field_map(&head, &spans, Error::Framing, |name, value| {
-        fields.note(name, value.as_bytes())
-    })?;
-    let framing = fields.framing(status, is_head);
+    let mut kept = FieldSpans::new();
+    for &span in &spans {
+        let (n0, n1, v0, v1) = span;
+        let value = &head[v0 as usize..v1 as usize];
+        let hop = Hop::of(&head[n0 as usize..n1 as usize]);
+        fields.note(hop, value)?;
+        match hop {
+            Hop::EndToEnd => kept.push(span),
+            // A list (`2, 2`) is left out too: the body's length is then written
+            // plainly by the server that sends it (an HTTP/2 client refuses a list).
+            Hop::ContentLength if parse_length(value).is_some() => kept.push(span),
+            Hop::ContentLength | Hop::TransferEncoding | Hop::Connection | Hop::Other => {}
+        }
+    }
     if fields.encoded && fields.length.is_some() {
         // Transfer-Encoding overrides Content-Length, which a proxy must then not pass
         // on (RFC 9112 §6.3): the client gets the decoded body, framed by steady.
-        map.remove(header::CONTENT_LENGTH);
+        kept.retain(|&mut (n0, n1, _, _)| {
+            Hop::of(&head[n0 as usize..n1 as usize]) != Hop::ContentLength
+        });
     }
+    let framing = fields.framing(status, is_head);
     // Both framings, or Transfer-Encoding in HTTP/1.0, is faulty framing (RFC 9112
     // §6.1, §6.3): the body is read as chunked, but the connection is not trusted after.
     let faulty = fields.encoded && (fields.length.is_some() || version == Version::HTTP_10);
@@ -519,9 +597,25 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
     let mut out = Response::new(());
     *out.status_mut() = status;
     *out.version_mut() = version;
-    *out.headers_mut() = map;
+    let received = if status == StatusCode::SWITCHING_PROTOCOLS || fields.names_others {
+        // The request path edits these as a map: an upgrade's `Upgrade` and
+        // `Connection` are put back for the tunnel, and fields that `Connection` names
+        // are stripped (`headers::strip_hop_by_hop`, which reads them).
+        let all = field_map(&head, &spans, Error::Framing, |name, value| {
+            Ok(match Hop::of_name(name) {
+                Hop::ContentLength => !fields.encoded && parse_length(value.as_bytes()).is_some(),
+                Hop::TransferEncoding => false,
+                Hop::EndToEnd | Hop::Connection | Hop::Other => true,
+            })
+        })?;
+        *out.headers_mut() = all;
+        None
+    } else {
+        Some(Box::new(Received { head, spans: kept }))
+    };
     Ok(Parsed::Final(Head {
         response: out,
+        received,
         framing,
         keep_alive,
     }))
@@ -571,6 +665,59 @@ pub(crate) fn field_map<E>(
     Ok(map)
 }
 
+/// What a field's name makes it on this hop (names compared case-insensitively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hop {
+    /// A field for the other end.
+    EndToEnd,
+    /// `Content-Length`: framing, and passed on when it is true of the body.
+    ContentLength,
+    /// `Transfer-Encoding`: this hop's framing.
+    TransferEncoding,
+    /// `Connection`: this hop's options, and maybe the names of other such fields.
+    Connection,
+    /// Another field only this hop uses: `Keep-Alive`, `Proxy-Connection`, `TE`,
+    /// `Trailer`, `Upgrade`.
+    Other,
+}
+
+impl Hop {
+    /// What a parsed name is (a standard name compares as an integer).
+    pub(crate) fn of_name(name: &HeaderName) -> Hop {
+        if name == header::CONTENT_LENGTH {
+            Hop::ContentLength
+        } else if name == header::TRANSFER_ENCODING {
+            Hop::TransferEncoding
+        } else if name == header::CONNECTION {
+            Hop::Connection
+        } else if name == header::TE
+            || name == header::TRAILER
+            || name == header::UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+        {
+            Hop::Other
+        } else {
+            Hop::EndToEnd
+        }
+    }
+
+    /// What `name` is (by its length first: most names are none of these).
+    pub(crate) fn of(name: &[u8]) -> Hop {
+        let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+        match name.len() {
+            2 if is(b"te") => Hop::Other,
+            7 if is(b"trailer") || is(b"upgrade") => Hop::Other,
+            10 if is(b"connection") => Hop::Connection,
+            10 if is(b"keep-alive") => Hop::Other,
+            14 if is(b"content-length") => Hop::ContentLength,
+            16 if is(b"proxy-connection") => Hop::Other,
+            17 if is(b"transfer-encoding") => Hop::TransferEncoding,
+            _ => Hop::EndToEnd,
+        }
+    }
+}
+
 /// What a head's framing headers say (a response's here, a request's in `server`).
 #[derive(Default)]
 pub(crate) struct Fields {
@@ -584,44 +731,44 @@ pub(crate) struct Fields {
     pub(crate) close: bool,
     /// `Connection: keep-alive` (what an HTTP/1.0 message needs to stay open).
     pub(crate) keep_alive: bool,
+    /// A `Connection` names another field, which this hop must then strip too.
+    pub(crate) names_others: bool,
 }
 
 impl Fields {
-    /// Notes a header; `false` if it is one only this hop uses, which the response
-    /// does not need to keep: `Transfer-Encoding`, `TE`, `Trailer`, and a `Connection`
-    /// that names no other header (one that does is kept, for the hop-by-hop strip).
-    pub(crate) fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, Error> {
+    /// Notes the framing and connection options of a field that `hop` says what it is.
+    pub(crate) fn note(&mut self, hop: Hop, value: &[u8]) -> Result<(), Error> {
         let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-        if name == header::CONTENT_LENGTH {
-            // A list of equal values is one length (RFC 9110 §8.6); anything else is not.
-            for part in tokens() {
-                let n = parse_length(part).ok_or(Error::Framing("content-length"))?;
-                if self.length.is_some_and(|l| l != n) {
-                    return Err(Error::Framing("conflicting content-length"));
+        match hop {
+            Hop::ContentLength => {
+                // A list of equal values is one length (RFC 9110 §8.6); anything else is not.
+                for part in tokens() {
+                    let n = parse_length(part).ok_or(Error::Framing("content-length"))?;
+                    if self.length.is_some_and(|l| l != n) {
+                        return Err(Error::Framing("conflicting content-length"));
+                    }
+                    self.length = Some(n);
                 }
-                self.length = Some(n);
             }
-        } else if name == header::TRANSFER_ENCODING {
-            self.encoded = true;
-            // Chunked must be the last coding; otherwise the body runs to the close.
-            self.chunked = tokens()
-                .next_back()
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-            return Ok(false);
-        } else if name == header::CONNECTION {
-            let mut names_others = false;
-            for token in tokens() {
-                let close = token.eq_ignore_ascii_case(b"close");
-                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                names_others |= !(close || keep_alive || token.is_empty());
+            Hop::TransferEncoding => {
+                self.encoded = true;
+                // Chunked must be the last coding; otherwise the body runs to the close.
+                self.chunked = tokens()
+                    .next_back()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
             }
-            return Ok(names_others);
-        } else if name == header::TE || name == header::TRAILER {
-            return Ok(false);
+            Hop::Connection => {
+                for token in tokens() {
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    self.close |= close;
+                    self.keep_alive |= keep_alive;
+                    self.names_others |= !(close || keep_alive || token.is_empty());
+                }
+            }
+            Hop::EndToEnd | Hop::Other => {}
         }
-        Ok(true)
+        Ok(())
     }
 
     /// How the body after the head is delimited (RFC 9112 §6.3).
@@ -670,6 +817,8 @@ pub struct Body {
     failed: Option<io::Error>,
     pauses: u8,
     lease: Lease,
+    /// The response's header fields, which the client's head is written from.
+    received: Option<Box<Received>>,
 }
 
 impl std::fmt::Debug for Body {
@@ -682,13 +831,14 @@ impl std::fmt::Debug for Body {
 
 impl Body {
     /// The body after `head`, read from `conn`, which `lease` returns to its pool; sends
-    /// `upload` meanwhile.
+    /// `upload` meanwhile. It carries the head's received fields, which leaves the
+    /// response itself with status and version.
     pub fn new(
         conn: Box<Connection>,
-        head: &Head,
+        head: Head,
         upload: Option<Box<Upload>>,
         lease: Lease,
-    ) -> Body {
+    ) -> Response<Body> {
         let mut body = Body {
             conn: Some(conn),
             framing: head.framing,
@@ -697,11 +847,22 @@ impl Body {
             failed: None,
             pauses: 0,
             lease,
+            received: head.received,
         };
         if body.framing == Framing::Done {
             body.release();
         }
-        body
+        head.response.map(|()| body)
+    }
+
+    /// The response's header fields as received (see [`Received`]).
+    pub fn received(&self) -> Option<&Received> {
+        self.received.as_deref()
+    }
+
+    /// Takes the received fields out, to merge them into the response's map.
+    pub fn take_received(&mut self) -> Option<Box<Received>> {
+        self.received.take()
     }
 
     /// The end of the body was read: the connection can carry the next exchange.
@@ -971,6 +1132,15 @@ mod tests {
         }
     }
 
+    /// Every header field the client would get from `h`.
+    fn all(h: Head) -> HeaderMap {
+        let set = h.response.headers().clone();
+        match h.received {
+            Some(received) => received.into_map(set),
+            None => set,
+        }
+    }
+
     #[test]
     fn framing_follows_rfc_9112() {
         let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
@@ -980,7 +1150,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
         );
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
-        assert!(!h.response.headers().contains_key(header::CONTENT_LENGTH));
+        assert!(!all(h).contains_key(header::CONTENT_LENGTH));
         let h = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
         assert_eq!(h.framing, Framing::Close);
         assert!(!h.keep_alive);
@@ -1045,7 +1215,7 @@ mod tests {
         let Ok(Parsed::Final(h)) = parse_head(&mut buf, false) else {
             panic!()
         };
-        assert_eq!(h.response.headers()["x-a"], "b");
+        assert_eq!(all(h)["x-a"], "b");
         assert_eq!(&buf[..], b"hi");
     }
 
@@ -1055,14 +1225,47 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nX-A: b\r\n\r\n",
         );
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
-        let names: Vec<_> = h.response.headers().keys().map(|k| k.as_str()).collect();
+        assert!(h.response.headers().is_empty(), "kept as received");
+        let names: Vec<_> = all(h).keys().map(|k| k.to_string()).collect();
         assert_eq!(names, ["x-a"]);
         // One that names another header stays, so the hop-by-hop strip can find it.
         let h = final_head(
             b"HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: b\r\nContent-Length: 0\r\n\r\n",
         );
         assert!(!h.keep_alive);
+        assert!(h.received.is_none(), "a map, for the strip");
         assert!(h.response.headers().contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn received_fields_keep_order_and_case_and_steadys_replace_theirs() {
+        let h = final_head(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Request-Id: theirs\r\nKeep-Alive: timeout=5\r\n\
+              Content-Length: 2, 2\r\nX-B: 1\r\nset-cookie: b=2\r\n\r\n",
+        );
+        assert_eq!(h.framing, Framing::Length(2));
+        let received = h.received.expect("kept as received");
+        let fields: Vec<_> = received
+            .fields()
+            .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("Set-Cookie".into(), "a=1".into()),
+                ("X-Request-Id".into(), "theirs".into()),
+                ("X-B".into(), "1".into()),
+                ("set-cookie".into(), "b=2".into()),
+            ]
+        );
+        let mut set = HeaderMap::new();
+        set.insert("x-request-id", HeaderValue::from_static("ours"));
+        let map = received.into_map(set);
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let ids: Vec<_> = map.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["ours"]);
+        assert_eq!(map.len(), 4);
     }
 
     #[test]
@@ -1076,7 +1279,7 @@ mod tests {
             raw
         };
         let h = final_head(&head(MAX_HEADERS - 1));
-        assert_eq!(h.response.headers().len(), MAX_HEADERS - 1 + 1);
+        assert_eq!(all(h).len(), MAX_HEADERS - 1 + 1);
         assert!(matches!(
             super::tests::head(&head(MAX_HEADERS), false),
             Err(Error::Parse(httparse::Error::TooManyHeaders))

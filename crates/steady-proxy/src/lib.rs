@@ -43,7 +43,8 @@
 //! - [`process`]: process CPU, memory, file descriptor and thread metrics.
 //! - [`pool`]: steady's own per-worker pool of HTTP/1.1 upstream connections.
 //! - [`h1`]: the HTTP/1.1 client side of an exchange, run by the request's own task:
-//!   request head out, response head parsed (httparse), body framed and de-chunked.
+//!   request head out, response head parsed (httparse; its fields kept as received,
+//!   not as a map), body framed and de-chunked.
 //! - [`headers`]: hop-by-hop removal; `X-Forwarded-*`, `X-Request-Id` and the trace
 //!   context an upstream gets (`Added`, written into an HTTP/1.1 head by `h1`).
 //! - [`body`]: streaming request/response bodies and the request size limit.

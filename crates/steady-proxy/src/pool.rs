@@ -185,8 +185,7 @@ impl Pool {
                         addr,
                         slot: Some(slot),
                     };
-                    let body = crate::h1::Body::new(conn, &head, upload, lease);
-                    return Ok(head.response.map(|()| body));
+                    return Ok(crate::h1::Body::new(conn, head, upload, lease));
                 }
                 Err(e) if reused && repeatable && e.is_closed() => continue,
                 Err(e) => return Err(e.into()),

@@ -16,7 +16,7 @@
 //!
 //! Layout: [`serve`] (the connection's loop), `parse_head` (a request head into an
 //! [`http::Request`]), `prepare` (the request the request path gets), `encode_head` (a
-//! response head, with its framing), [`Body`] (a request body), [`Upgraded`] (the
+//! response head, with its framing, from an upstream's received fields and the map), [`Body`] (a request body), [`Upgraded`] (the
 //! connection, handed to a tunnel after a `101`), `idle_box` and `spare` (what idle
 //! connections keep of their request's box and their read and write buffers).
 
@@ -297,6 +297,7 @@ pub(crate) async fn serve<T, S, F>(
         let (mut framing, keep_alive) = encode_head(
             &mut out,
             &parts,
+            body.received(),
             Client {
                 version,
                 is_head,
@@ -705,7 +706,7 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusa
         |_| Refusal::Bad,
         |name, value| {
             fields
-                .note(name, value.as_bytes())
+                .note(h1::Hop::of_name(name), value.as_bytes())
                 .map_err(|_| Refusal::Bad)?;
             if name == header::EXPECT {
                 expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
@@ -763,11 +764,13 @@ enum Out {
     Close,
 }
 
-/// Writes the status line and headers of `head` into `out`, with the framing headers
-/// it needs; returns the body's framing and whether the connection stays open.
+/// Writes the status line and headers of `head` into `out`, after the upstream's
+/// `received` fields (less those `head` sets too), with the framing headers it needs;
+/// returns the body's framing and whether the connection stays open.
 fn encode_head(
     out: &mut Vec<u8>,
     head: &http::response::Parts,
+    received: Option<&h1::Received>,
     client: Client,
     hint: SizeHint,
 ) -> (Out, bool) {
@@ -788,25 +791,46 @@ fn encode_head(
     let mut length = None;
     let mut date = false;
     let mut connection = false;
-    for (name, value) in &head.headers {
-        if name == header::CONTENT_LENGTH {
+    let mut field = |name: &[u8], value: &[u8]| {
+        let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+        if is(b"content-length") {
             // 1xx and 204 carry none (RFC 9110 §8.6); a HEAD or 304 answer keeps it.
-            if status.is_informational() || status == StatusCode::NO_CONTENT {
-                continue;
+            // One that is not a single length (say `7, 7`) gives way to steady's own.
+            if status.is_informational() || status == StatusCode::NO_CONTENT || length.is_some() {
+                return;
             }
-            length = h1::parse_length(value.as_bytes());
-        } else if name == header::TRANSFER_ENCODING {
+            length = h1::parse_length(value);
+            if length.is_none() {
+                return;
+            }
+        } else if is(b"transfer-encoding") {
             // This hop's framing is steady's own.
-            continue;
-        } else if name == header::DATE {
+            return;
+        } else if is(b"date") {
             date = true;
-        } else if name == header::CONNECTION {
+        } else if is(b"connection") {
             connection = true;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    };
+    if let Some(received) = received {
+        for (name, value) in received.fields() {
+            // What steady set (the request id, rate-limit fields) replaces the
+            // upstream's: the map is small, and names differ mostly in length.
+            if !head
+                .headers
+                .keys()
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+            {
+                field(name, value);
+            }
+        }
+    }
+    for (name, value) in &head.headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
     }
     let framing = if bodiless {
         Out::Done
@@ -1240,7 +1264,7 @@ mod tests {
             is_head,
             keep_alive: true,
         };
-        let (framing, keep_alive) = encode_head(&mut out, &parts, client, hint);
+        let (framing, keep_alive) = encode_head(&mut out, &parts, None, client, hint);
         (String::from_utf8(out).unwrap(), framing, keep_alive)
     }
 

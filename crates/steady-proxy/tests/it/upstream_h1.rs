@@ -1241,6 +1241,74 @@ async fn headers_steady_sets_replace_the_clients_once() {
     assert_eq!(h.all("host"), ["shop.example"], "{h:?}");
 }
 
+/// A response whose fields test what reaches the client: repeated fields, odd case,
+/// this hop's own fields, a length given twice, and an id of the upstream's own.
+const FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Odd-CASE: Kept As Sent\r\n\
+    Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Request-Id: upstream-own\r\n\
+    Set-Cookie: b=2\r\nContent-Length: 2, 2\r\nTE: trailers\r\n\r\nok";
+
+#[tokio::test]
+async fn response_fields_pass_as_sent_less_this_hops_and_the_ones_steady_sets() {
+    let backend = RawBackend::serve(|_| reply(FIELDS)).await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+    for _ in 0..2 {
+        let answer = client
+            .exchange(b"GET /f HTTP/1.1\r\nHost: upstream.test\r\nX-Request-Id: req-9\r\n\r\n")
+            .await;
+        assert_eq!(answer.status(), 200, "{}", answer.text());
+        assert_eq!(answer.body, b"ok", "{}", answer.text());
+        let h = &answer.head;
+        assert_eq!(h.all("set-cookie"), ["a=1", "b=2"], "{h:?}");
+        assert_eq!(h.all("x-odd-case"), ["Kept As Sent"], "{h:?}");
+        // steady's id replaces the upstream's; the length is one, steady's own.
+        assert_eq!(h.all("x-request-id"), ["req-9"], "{h:?}");
+        assert_eq!(h.all("content-length"), ["2"], "{h:?}");
+        for dropped in ["keep-alive", "te"] {
+            assert!(!h.has(dropped), "{dropped} reached the client: {h:?}");
+        }
+    }
+    assert_eq!(backend.accepts(), 1, "the upstream connection was reused");
+}
+
+#[tokio::test]
+async fn an_http2_client_gets_an_http11_upstreams_fields_too() {
+    use http_body_util::{BodyExt, Full};
+    let backend = RawBackend::serve(|_| reply(FIELDS)).await;
+    let gw = gateway(&backend).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{}/f", gw.addr))
+        .header("x-request-id", "req-10")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(HANG, h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    let all = |name: &str| -> Vec<&str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("set-cookie"), ["a=1", "b=2"], "{h:?}");
+    assert_eq!(all("x-odd-case"), ["Kept As Sent"], "{h:?}");
+    assert_eq!(all("x-request-id"), ["req-10"], "{h:?}");
+    for dropped in ["connection", "keep-alive", "te"] {
+        assert!(
+            !h.contains_key(dropped),
+            "{dropped} reached the client: {h:?}"
+        );
+    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+}
+
 // ---------------------------------------------------------------------------------------
 // 13. Keep-alive race
 // ---------------------------------------------------------------------------------------
