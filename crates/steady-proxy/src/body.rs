@@ -375,6 +375,15 @@ impl ResponseBody {
         }
     }
 
+    /// [`ResponseBody::received`], to change.
+    pub(crate) fn received_mut(&mut self) -> Option<&mut crate::h1::Received> {
+        match self {
+            ResponseBody::H1 { inner, .. } => inner.received_mut(),
+            ResponseBody::Observed { inner } => inner.body.received_mut(),
+            _ => None,
+        }
+    }
+
     fn take_received(&mut self) -> Option<Box<crate::h1::Received>> {
         match self {
             ResponseBody::H1 { inner, .. } => inner.take_received(),

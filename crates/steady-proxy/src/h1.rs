@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, RequestBodyError};
-use crate::headers::Added;
+use crate::headers::{Added, X_REQUEST_ID};
 use crate::pool::Lease;
 use crate::text::{self, Out as _};
 
@@ -146,10 +146,13 @@ pub struct Head {
 /// steady's server writes them from here; building an `http::HeaderMap` of them and
 /// encoding it again cost about 2,000 instructions a response. A response's map holds
 /// only what steady sets, which replaces the upstream's fields of the same name;
-/// [`Received::into_map`] gives both as one map (for an HTTP/2 client).
+/// [`Received::into_map`] gives both as one map (for an HTTP/2 client). The request's
+/// `X-Request-Id`, which every response gets, is kept here too, so a response whose
+/// map would hold nothing else needs no map (one costs two allocations).
 pub struct Received {
     head: Bytes,
     spans: FieldSpans,
+    request_id: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Received {
@@ -166,19 +169,35 @@ impl std::fmt::Debug for Received {
 }
 
 impl Received {
-    /// Each field's name (as sent) and value, in order.
+    /// Each field's name (as sent) and value, in order, then the request id if set
+    /// (in place of the upstream's).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|&(n0, n1, v0, v1)| {
-            (
-                &self.head[n0 as usize..n1 as usize],
-                &self.head[v0 as usize..v1 as usize],
-            )
-        })
+        let own = self.request_id.as_ref();
+        self.spans
+            .iter()
+            .map(|&(n0, n1, v0, v1)| {
+                (
+                    &self.head[n0 as usize..n1 as usize],
+                    &self.head[v0 as usize..v1 as usize],
+                )
+            })
+            .filter(move |(name, _)| {
+                own.is_none() || !name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes())
+            })
+            .chain(own.map(|id| (X_REQUEST_ID.as_str().as_bytes(), id.as_bytes())))
+    }
+
+    /// Sets the response's `X-Request-Id`, replacing the upstream's.
+    pub fn set_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
     }
 
     /// The fields as a map, with those of `set` replacing any of the same name. Values
     /// share the head's bytes.
-    pub fn into_map(self, set: HeaderMap) -> HeaderMap {
+    pub fn into_map(self, mut set: HeaderMap) -> HeaderMap {
+        if let Some(id) = self.request_id {
+            set.entry(&X_REQUEST_ID).or_insert(id);
+        }
         let mut map = HeaderMap::with_capacity(self.spans.len() + set.keys_len());
         for &(n0, n1, v0, v1) in &self.spans {
             // httparse checked both as a `HeaderName` and a `HeaderValue` would; a
@@ -611,7 +630,11 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         *out.headers_mut() = all;
         None
     } else {
-        Some(Box::new(Received { head, spans: kept }))
+        Some(Box::new(Received {
+            head,
+            spans: kept,
+            request_id: None,
+        }))
     };
     Ok(Parsed::Final(Head {
         response: out,
@@ -858,6 +881,11 @@ impl Body {
     /// The response's header fields as received (see [`Received`]).
     pub fn received(&self) -> Option<&Received> {
         self.received.as_deref()
+    }
+
+    /// [`Body::received`], to change.
+    pub fn received_mut(&mut self) -> Option<&mut Received> {
+        self.received.as_deref_mut()
     }
 
     /// Takes the received fields out, to merge them into the response's map.
@@ -1258,9 +1286,19 @@ mod tests {
                 ("set-cookie".into(), "b=2".into()),
             ]
         );
+        let mut received = received;
+        received.set_request_id(HeaderValue::from_static("ours"));
+        let ids: Vec<_> = received
+            .fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-request-id"))
+            .map(|(_, v)| v.to_vec())
+            .collect();
+        assert_eq!(ids, [b"ours".to_vec()], "written once, in place of theirs");
         let mut set = HeaderMap::new();
-        set.insert("x-request-id", HeaderValue::from_static("ours"));
+        set.insert("x-b", HeaderValue::from_static("set"));
         let map = received.into_map(set);
+        let b: Vec<_> = map.get_all("x-b").iter().collect();
+        assert_eq!(b, ["set"], "what steady set replaces theirs");
         let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
         let ids: Vec<_> = map.get_all("x-request-id").iter().collect();

@@ -1154,9 +1154,14 @@ fn answer(
     } else {
         headers::strip_hop_by_hop(response.headers_mut(), None);
     }
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    match response.body_mut().received_mut() {
+        Some(received) => received.set_request_id(request_id.clone()),
+        None => {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id.clone());
+        }
+    }
     Ok(response)
 }
 
