@@ -13,8 +13,9 @@
 //! Layout: [`Connection`] (the socket and its buffers), [`Connection::exchange`]
 //! (request out, response head in), [`Received`] (the response's header fields as
 //! they arrived, which steady's server writes on without a map), [`Body`] (the response
-//! body, de-chunked, returning the connection to its pool through a
-//! [`crate::pool::Lease`] at its end).
+//! body, de-chunked, its trailers as a last frame, returning the connection to its pool
+//! through a [`crate::pool::Lease`] at its end), `decode` (body framing, shared with
+//! the server's request bodies).
 
 use std::io;
 use std::net::SocketAddr;
@@ -121,7 +122,9 @@ pub enum Chunk {
     Data(u64),
     /// At the CRLF after a chunk's data.
     DataEnd,
-    /// In the trailer section after the last chunk, with this many of its bytes read.
+    /// In the trailer section after the last chunk, with this many of its bytes (whole
+    /// lines) read; they stay in the buffer until the section's empty line arrives, and
+    /// are then passed on as one trailers frame.
     Trailers(usize),
 }
 
@@ -408,8 +411,23 @@ impl Upload {
                         let end = self.body.is_end_stream();
                         (data, end)
                     }
-                    // Trailers are not forwarded.
-                    Err(_) => continue,
+                    // Trailers end a chunked body; a body with a length has no room
+                    // for them (dropped, as hyper does).
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) if self.chunked => {
+                            let mut last = Vec::new();
+                            encode_last_chunk(&mut last, &trailers);
+                            let head = self.head.take().unwrap_or_default();
+                            self.out = Some(
+                                head.chain(Bytes::new())
+                                    .chain(Bytes::from(last))
+                                    .chain(&b""[..]),
+                            );
+                            self.end = true;
+                            continue;
+                        }
+                        _ => continue,
+                    },
                 },
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::Body(e))),
             };
@@ -930,7 +948,7 @@ impl Body {
         self.conn.take().map(|conn| (*conn).into_upgraded())
     }
 
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -946,15 +964,16 @@ impl Body {
 }
 
 /// Reads the next piece of a body framed by `framing` from `buf`, which `fill` reads
-/// more into (`Ok(false)` at end of file); `None` once the body has ended, and
-/// `framing` is then [`Framing::Done`]. Shared by the upstream's response bodies and
-/// the clients' request bodies (`server`).
+/// more into (`Ok(false)` at end of file): data, or a chunked body's trailer fields
+/// (its last frame); `None` once the body has ended, and `framing` is then
+/// [`Framing::Done`]. Shared by the upstream's response bodies and the clients'
+/// request bodies (`server`).
 pub(crate) fn decode<F>(
     framing: &mut Framing,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     mut fill: F,
-) -> Poll<Option<io::Result<Bytes>>>
+) -> Poll<Option<io::Result<Frame<Bytes>>>>
 where
     F: FnMut(&mut BytesMut, &mut Context<'_>) -> Poll<io::Result<bool>>,
 {
@@ -971,33 +990,33 @@ where
                 } else {
                     Framing::Length(left)
                 };
-                return Poll::Ready(Some(Ok(data)));
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             Framing::Close => {
                 if buf.is_empty() && !ready!(fill(buf, cx))? {
                     *framing = Framing::Done;
                     return Poll::Ready(None);
                 }
-                return Poll::Ready(Some(Ok(buf.split().freeze())));
+                return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
             }
             Framing::Chunked(chunk) => {
-                if let Some(data) = ready!(decode_chunked(framing, chunk, buf, cx, &mut fill))? {
-                    return Poll::Ready(Some(Ok(data)));
+                if let Some(frame) = ready!(decode_chunked(framing, chunk, buf, cx, &mut fill))? {
+                    return Poll::Ready(Some(Ok(frame)));
                 }
             }
         }
     }
 }
 
-/// Advances a chunked decoder by one step: `Some` data, or `None` after a step that
-/// yields none (the caller loops).
+/// Advances a chunked decoder by one step: `Some` data or trailers, or `None` after a
+/// step that yields none (the caller loops).
 fn decode_chunked<F>(
     framing: &mut Framing,
     chunk: Chunk,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     fill: &mut F,
-) -> Poll<io::Result<Option<Bytes>>>
+) -> Poll<io::Result<Option<Frame<Bytes>>>>
 where
     F: FnMut(&mut BytesMut, &mut Context<'_>) -> Poll<io::Result<bool>>,
 {
@@ -1033,7 +1052,7 @@ where
             } else {
                 Chunk::Data(left)
             });
-            return Poll::Ready(Ok(Some(data)));
+            return Poll::Ready(Ok(Some(Frame::data(data))));
         }
         Chunk::DataEnd => {
             if buf.len() < 2 {
@@ -1049,18 +1068,23 @@ where
             Chunk::Size
         }
         Chunk::Trailers(seen) => {
-            // Trailer fields are read and dropped; the section ends at an empty line.
-            match buf.windows(2).position(|w| w == b"\r\n") {
+            // The trailer section stays in `buf` until its empty line has arrived
+            // (`seen` is how much of it has been read, up to the next line), and is
+            // then passed on as one frame.
+            match buf[seen..].windows(2).position(|w| w == b"\r\n") {
                 Some(0) => {
-                    buf.advance(2);
+                    let section = buf.split_to(seen + 2);
                     *framing = Framing::Done;
-                    return Poll::Ready(Ok(None));
+                    if seen == 0 {
+                        return Poll::Ready(Ok(None));
+                    }
+                    return Poll::Ready(
+                        trailer_fields(&section)
+                            .map(|fields| (!fields.is_empty()).then(|| Frame::trailers(fields))),
+                    );
                 }
-                Some(line) if seen + line + 2 <= MAX_CHUNK_META => {
-                    buf.advance(line + 2);
-                    Chunk::Trailers(seen + line + 2)
-                }
-                None if seen + buf.len() < MAX_CHUNK_META => {
+                Some(line) if seen + line + 2 <= MAX_CHUNK_META => Chunk::Trailers(seen + line + 2),
+                None if buf.len() < MAX_CHUNK_META => {
                     if !ready!(fill(buf, cx))? {
                         return Poll::Ready(Err(truncated()));
                     }
@@ -1075,6 +1099,54 @@ where
 }
 
 /// Takes what `buf` holds of the `left` bytes still due, and how many are due after.
+/// Appends the last chunk of a chunked body with `trailers` after it.
+pub(crate) fn encode_last_chunk(out: &mut Vec<u8>, trailers: &HeaderMap) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of a trailer section (its lines and the empty line that ends it) that
+/// may be trailers: those that frame, route, authenticate or describe the content
+/// (RFC 9110 §6.5.1; the list hyper uses) are left out.
+fn trailer_fields(section: &[u8]) -> io::Result<HeaderMap> {
+    const BARRED: [&str; 12] = [
+        "authorization",
+        "cache-control",
+        "content-encoding",
+        "content-length",
+        "content-range",
+        "content-type",
+        "host",
+        "max-forwards",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ];
+    let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+    let fields = match httparse::parse_headers(section, &mut slots) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => return Err(invalid("malformed trailer section")),
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid("trailer name"))?;
+        if BARRED.contains(&name.as_str()) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| invalid("trailer value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
 fn take_counted(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
     let take = (buf.len() as u64).min(left);
     (buf.split_to(take as usize).freeze(), left - take)
@@ -1109,11 +1181,11 @@ impl http_body::Body for Body {
             return Poll::Ready(this.failed.take().map(Err));
         }
         let polled = match this.poll_upload(cx) {
-            Ok(()) => this.poll_data(cx),
+            Ok(()) => this.poll_next(cx),
             Err(e) => Poll::Ready(Some(Err(e))),
         };
         match ready!(polled) {
-            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
             Some(Err(e)) => {
                 // A broken body leaves the connection in an unknown state: close it.
                 this.conn = None;
@@ -1304,6 +1376,66 @@ mod tests {
         let ids: Vec<_> = map.get_all("x-request-id").iter().collect();
         assert_eq!(ids, ["ours"]);
         assert_eq!(map.len(), 4);
+    }
+
+    /// Decodes `wire` as a chunked body read one byte at a time: the data, the
+    /// trailers, the bytes left unread, or the error.
+    fn dechunk(wire: &[u8]) -> io::Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>)> {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let (mut buf, mut at) = (BytesMut::new(), 0);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let (mut data, mut trailers) = (Vec::new(), None);
+        loop {
+            let polled = decode(&mut framing, &mut buf, &mut cx, |b, _| {
+                let more = at < wire.len();
+                if more {
+                    b.extend_from_slice(&wire[at..at + 1]);
+                    at += 1;
+                }
+                Poll::Ready(Ok(more))
+            });
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Poll::Ready(Some(Err(e))) => return Err(e),
+                Poll::Ready(None) => break,
+                Poll::Pending => unreachable!("the reads never wait"),
+            }
+        }
+        assert_eq!(framing, Framing::Done);
+        Ok((data, trailers, [&buf[..], &wire[at..]].concat()))
+    }
+
+    #[test]
+    fn trailers_arrive_in_pieces_and_fields_barred_from_them_are_left_out() {
+        let (data, trailers, rest) = dechunk(
+            b"3\r\nabc\r\n0\r\nX-A: 1\r\nContent-Length: 9\r\nHost: h\r\nX-B: 2\r\n\r\nNEXT",
+        )
+        .unwrap();
+        assert_eq!(data, b"abc");
+        let trailers = trailers.expect("trailers");
+        let names: Vec<_> = trailers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-a", "x-b"]);
+        assert_eq!(rest, b"NEXT", "the next message is not read into");
+        // No trailers: no frame for them.
+        let (data, trailers, rest) = dechunk(b"1\r\nx\r\n0\r\n\r\n").unwrap();
+        assert_eq!(
+            (data.as_slice(), trailers, rest.as_slice()),
+            (&b"x"[..], None, &b""[..])
+        );
+        // Only barred ones: none either.
+        let (_, trailers, _) = dechunk(b"0\r\nSet-Cookie: a=1\r\n\r\n").unwrap();
+        assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn malformed_or_endless_trailers_are_errors() {
+        assert!(dechunk(b"0\r\nno colon here\r\n\r\n").is_err());
+        assert!(dechunk(b"0\r\nX-A: 1\r\n").is_err(), "cut short");
+        let endless = [&b"0\r\n"[..], &b"X-A: 1\r\n".repeat(MAX_CHUNK_META / 8)].concat();
+        assert!(dechunk(&endless).is_err());
     }
 
     #[test]

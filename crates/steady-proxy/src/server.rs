@@ -899,10 +899,18 @@ where
                     break;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    // Trailers are not passed on over HTTP/1.1.
                     let mut encoded = match frame.into_data() {
                         Ok(data) => encode_data(out, framing, &data),
-                        Err(_) => Ok(()),
+                        // Trailers end a chunked body; a body with a length, or one
+                        // read to the close (HTTP/1.0), has no room for them.
+                        Err(frame) => {
+                            if let (Ok(trailers), Out::Chunked) = (frame.into_trailers(), *framing)
+                            {
+                                h1::encode_last_chunk(out, &trailers);
+                                *framing = Out::Done;
+                            }
+                            Ok(())
+                        }
                     };
                     if encoded.is_ok() && body.is_end_stream() {
                         encoded = finish(out, framing);
@@ -1034,7 +1042,7 @@ where
 /// What a request body reads from: its connection, behind the lock it shares with the
 /// connection's loop.
 trait Source: Send + Sync {
-    fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>>;
+    fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>>;
     fn framing(&self) -> Framing;
 }
 
@@ -1042,7 +1050,7 @@ impl<T> Source for Mutex<Shared<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let mut conn = lock(self);
         let Shared {
             io,
@@ -1116,7 +1124,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match &self.source {
             None => Poll::Ready(None),
-            Some(source) => source.poll_data(cx).map(|d| d.map(|d| d.map(Frame::data))),
+            Some(source) => source.poll_frame(cx),
         }
     }
 

@@ -7,7 +7,8 @@
 //! response head and then its body by `Content-Length`, chunked framing or close.
 //!
 //! Covered:
-//! - response framing: `Content-Length`, chunked (extensions, trailers), close-delimited,
+//! - response framing: `Content-Length`, chunked (extensions, trailers passed on both
+//!   ways), close-delimited,
 //!   `Connection: close`, HTTP/1.0, bodiless responses (HEAD, 204, 304), interim 1xx;
 //! - upstream connection reuse, counted at the backend's accept;
 //! - broken upstreams: malformed status lines, resets mid-head and mid-body, an
@@ -258,6 +259,8 @@ struct Req {
     body: Vec<u8>,
     /// Whether it came with chunked framing.
     chunked: bool,
+    /// A chunked body's trailer fields.
+    trailers: Vec<(String, String)>,
     /// Which accepted connection (0-based) it came on.
     conn: usize,
 }
@@ -279,11 +282,13 @@ impl UpConn {
         let method = start.next().unwrap_or_default().to_string();
         let target = start.next().unwrap_or_default().to_string();
         let chunked = head.chunked();
+        let mut trailers = Vec::new();
         let body = if chunked {
-            let (body, _, end) = self.wire.chunked().await;
+            let (body, fields, end) = self.wire.chunked().await;
             if end != End::Complete {
                 return None;
             }
+            trailers = fields;
             body
         } else if let Some(n) = head.content_length() {
             let (body, end) = self.wire.exact(n).await;
@@ -300,6 +305,7 @@ impl UpConn {
             head,
             body,
             chunked,
+            trailers,
             conn: self.index,
         };
         self.log.lock().unwrap().push(req.clone());
@@ -461,6 +467,8 @@ async fn gateway(backend: &RawBackend) -> Running {
 struct Response {
     head: Head,
     body: Vec<u8>,
+    /// A chunked body's trailer fields.
+    trailers: Vec<(String, String)>,
     end: End,
     /// Interim (1xx other than 101) statuses that came before it.
     interim: Vec<u16>,
@@ -523,10 +531,12 @@ impl Client {
                 }
             };
             let status = head.status();
+            let mut trailers = Vec::new();
             let (body, end) = if head_request || matches!(status, 101 | 204 | 304) {
                 (Vec::new(), End::Complete)
             } else if head.chunked() {
-                let (body, _, end) = wire.chunked().await;
+                let (body, fields, end) = wire.chunked().await;
+                trailers = fields;
                 (body, end)
             } else if let Some(n) = head.content_length() {
                 wire.exact(n).await
@@ -536,6 +546,7 @@ impl Client {
             Some(Response {
                 head,
                 body,
+                trailers,
                 end,
                 interim,
             })
@@ -656,7 +667,7 @@ const CHUNKED_WITH_TRAILERS: &str =
     7\r\n, world\r\n\
     1;a=b\r\n!\r\n\
     A\r\n0123456789\r\n\
-    0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n";
+    0\r\nX-Checksum: abc\r\nSet-Cookie: barred=1\r\nX-Other: 1\r\n\r\n";
 
 const DECHUNKED: &[u8] = b"hello, world!0123456789";
 
@@ -677,7 +688,7 @@ async fn chunked_body_with_extensions_is_dechunked_and_the_connection_reused() {
 }
 
 #[tokio::test]
-async fn chunked_body_with_trailers_is_dechunked() {
+async fn chunked_body_with_trailers_is_dechunked_and_its_trailers_passed_on() {
     let backend = RawBackend::serve(|_| reply(CHUNKED_WITH_TRAILERS)).await;
     let gw = gateway(&backend).await;
 
@@ -687,6 +698,62 @@ async fn chunked_body_with_trailers_is_dechunked() {
         assert_eq!(answer.status(), 200, "{}", answer.text());
         assert_eq!(answer.end, End::Complete, "{}", answer.text());
         assert_eq!(answer.body, DECHUNKED, "{}", answer.text());
+        // Fields that may not be trailers (RFC 9110 §6.5.1) are left out.
+        assert_eq!(
+            answer.trailers,
+            [
+                ("x-checksum".to_string(), "abc".to_string()),
+                ("x-other".to_string(), "1".to_string())
+            ],
+            "{}",
+            answer.text()
+        );
+    }
+    assert_eq!(backend.accepts(), 1, "the upstream connection was reused");
+
+    // An HTTP/2 client gets them as the stream's trailing HEADERS.
+    use http_body_util::{BodyExt, Full};
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{}/trailers", gw.addr))
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(HANG, h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let collected = tokio::time::timeout(HANG, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers over HTTP/2");
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert!(!trailers.contains_key("set-cookie"), "{trailers:?}");
+    assert_eq!(&collected.to_bytes()[..], DECHUNKED);
+}
+
+#[tokio::test]
+async fn a_chunked_request_bodys_trailers_reach_the_upstream() {
+    let backend = RawBackend::serve(|_| reply(OK)).await;
+    let gw = gateway(&backend).await;
+    let mut client = Client::connect(gw.addr).await;
+    for _ in 0..2 {
+        let answer = client
+            .exchange(
+                b"POST /t HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\nX-Sum: 5\r\nHost: evil.example\r\n\r\n",
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "{}", answer.text());
+        let up = backend.last();
+        assert_eq!(up.body, b"hello");
+        assert!(up.chunked, "sent chunked, so the trailers have a place");
+        assert_eq!(
+            up.trailers,
+            [("x-sum".to_string(), "5".to_string())],
+            "Host may not be a trailer"
+        );
     }
 }
 
@@ -1585,6 +1652,7 @@ async fn a_slow_chunked_upload_arrives_whole_and_well_framed() {
                         chunked: head.chunked(),
                         head,
                         body,
+                        trailers: Vec::new(),
                         conn: conn.index,
                     };
                     conn.log.lock().unwrap().push(req);
@@ -1779,6 +1847,7 @@ async fn echo_backend() -> RawBackend {
                 chunked: head.chunked(),
                 head,
                 body,
+                trailers: Vec::new(),
                 conn: conn.index,
             });
         }
