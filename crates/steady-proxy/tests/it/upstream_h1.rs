@@ -712,25 +712,11 @@ async fn chunked_body_with_trailers_is_dechunked_and_its_trailers_passed_on() {
     assert_eq!(backend.accepts(), 1, "the upstream connection was reused");
 
     // An HTTP/2 client gets them as the stream's trailing HEADERS.
-    use http_body_util::{BodyExt, Full};
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<bytes::Bytes>>();
-    let req = http::Request::get(format!("http://{}/trailers", gw.addr))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(HANG, h2.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    let collected = tokio::time::timeout(HANG, resp.into_body().collect())
-        .await
-        .unwrap()
-        .unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers over HTTP/2");
+    let (_, body) = h2_get(gw.addr, "/trailers", None).await;
+    let trailers = body.trailers().cloned().expect("trailers over HTTP/2");
     assert_eq!(trailers["x-checksum"], "abc");
     assert!(!trailers.contains_key("set-cookie"), "{trailers:?}");
-    assert_eq!(&collected.to_bytes()[..], DECHUNKED);
+    assert_eq!(&body.to_bytes()[..], DECHUNKED);
 }
 
 #[tokio::test]
@@ -1308,6 +1294,37 @@ async fn headers_steady_sets_replace_the_clients_once() {
     assert_eq!(h.all("host"), ["shop.example"], "{h:?}");
 }
 
+/// A GET of `path` from the gateway over h2c (prior knowledge), with `id` as its
+/// `X-Request-Id`: the response's head, and its body collected with any trailers.
+async fn h2_get(
+    gw: SocketAddr,
+    path: &str,
+    id: Option<&str>,
+) -> (
+    http::response::Parts,
+    http_body_util::Collected<bytes::Bytes>,
+) {
+    use http_body_util::{BodyExt, Full};
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let mut req = http::Request::get(format!("http://{gw}{path}"));
+    if let Some(id) = id {
+        req = req.header("x-request-id", id);
+    }
+    let req = req.body(Full::new(bytes::Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(HANG, h2.request(req))
+        .await
+        .expect("response within bound")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(HANG, body.collect())
+        .await
+        .expect("body within bound")
+        .expect("body");
+    (parts, body)
+}
+
 /// A response whose fields test what reaches the client: repeated fields, odd case,
 /// this hop's own fields, a length given twice, and an id of the upstream's own.
 const FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Odd-CASE: Kept As Sent\r\n\
@@ -1340,23 +1357,12 @@ async fn response_fields_pass_as_sent_less_this_hops_and_the_ones_steady_sets() 
 
 #[tokio::test]
 async fn an_http2_client_gets_an_http11_upstreams_fields_too() {
-    use http_body_util::{BodyExt, Full};
     let backend = RawBackend::serve(|_| reply(FIELDS)).await;
     let gw = gateway(&backend).await;
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<bytes::Bytes>>();
-    let req = http::Request::get(format!("http://{}/f", gw.addr))
-        .header("x-request-id", "req-10")
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(HANG, h2.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.version(), http::Version::HTTP_2);
-    assert_eq!(resp.status(), 200);
-    let h = resp.headers().clone();
+    let (head, body) = h2_get(gw.addr, "/f", Some("req-10")).await;
+    assert_eq!(head.version, http::Version::HTTP_2);
+    assert_eq!(head.status, 200);
+    let h = head.headers;
     let all = |name: &str| -> Vec<&str> {
         h.get_all(name)
             .iter()
@@ -1372,7 +1378,7 @@ async fn an_http2_client_gets_an_http11_upstreams_fields_too() {
             "{dropped} reached the client: {h:?}"
         );
     }
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = body.to_bytes();
     assert_eq!(&body[..], b"ok");
 }
 
