@@ -718,7 +718,8 @@ pub(crate) enum Hop {
     /// `Connection`: this hop's options, and maybe the names of other such fields.
     Connection,
     /// Another field only this hop uses: `Keep-Alive`, `Proxy-Connection`, `TE`,
-    /// `Trailer`, `Upgrade`.
+    /// `Upgrade`. (`Trailer` announces the trailers, which are passed on: it is
+    /// end-to-end.)
     Other,
 }
 
@@ -732,7 +733,6 @@ impl Hop {
         } else if name == header::CONNECTION {
             Hop::Connection
         } else if name == header::TE
-            || name == header::TRAILER
             || name == header::UPGRADE
             || name.as_str() == "keep-alive"
             || name.as_str() == "proxy-connection"
@@ -748,7 +748,7 @@ impl Hop {
         let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
         match name.len() {
             2 if is(b"te") => Hop::Other,
-            7 if is(b"trailer") || is(b"upgrade") => Hop::Other,
+            7 if is(b"upgrade") => Hop::Other,
             10 if is(b"connection") => Hop::Connection,
             10 if is(b"keep-alive") => Hop::Other,
             14 if is(b"content-length") => Hop::ContentLength,

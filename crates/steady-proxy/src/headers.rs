@@ -8,12 +8,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::trace::{TRACEPARENT, TRACESTATE};
 
 /// Headers that describe one connection, not the message, and never cross a proxy.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// (`Trailer` is not one: it announces the trailer fields, which steady passes on,
+/// RFC 9110 §6.6.2.)
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

@@ -698,6 +698,7 @@ async fn chunked_body_with_trailers_is_dechunked_and_its_trailers_passed_on() {
         assert_eq!(answer.status(), 200, "{}", answer.text());
         assert_eq!(answer.end, End::Complete, "{}", answer.text());
         assert_eq!(answer.body, DECHUNKED, "{}", answer.text());
+        assert_eq!(answer.head.get("trailer"), Some("X-Checksum"), "announced");
         // Fields that may not be trailers (RFC 9110 §6.5.1) are left out.
         assert_eq!(
             answer.trailers,
@@ -727,7 +728,8 @@ async fn a_chunked_request_bodys_trailers_reach_the_upstream() {
     for _ in 0..2 {
         let answer = client
             .exchange(
-                b"POST /t HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                b"POST /t HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\
+                  Trailer: X-Sum\r\n\r\n\
                   5\r\nhello\r\n0\r\nX-Sum: 5\r\nHost: evil.example\r\n\r\n",
             )
             .await;
@@ -735,6 +737,7 @@ async fn a_chunked_request_bodys_trailers_reach_the_upstream() {
         let up = backend.last();
         assert_eq!(up.body, b"hello");
         assert!(up.chunked, "sent chunked, so the trailers have a place");
+        assert_eq!(up.head.get("trailer"), Some("X-Sum"), "announced");
         assert_eq!(
             up.trailers,
             [("x-sum".to_string(), "5".to_string())],
