@@ -201,22 +201,15 @@ impl Received {
         if let Some(id) = self.request_id {
             set.entry(&X_REQUEST_ID).or_insert(id);
         }
-        let mut map = HeaderMap::with_capacity(self.spans.len() + set.keys_len());
-        for &(n0, n1, v0, v1) in &self.spans {
-            // httparse checked both as a `HeaderName` and a `HeaderValue` would; a
-            // field that still fails is left out rather than trusted.
-            let Ok(name) = HeaderName::from_bytes(&self.head[n0 as usize..n1 as usize]) else {
-                continue;
-            };
-            if set.contains_key(&name) {
-                continue;
-            }
-            if let Ok(value) =
-                HeaderValue::from_maybe_shared(self.head.slice(v0 as usize..v1 as usize))
-            {
-                map.append(name, value);
-            }
-        }
+        // httparse checked every name and value as `HeaderName` and `HeaderValue` do,
+        // so the map cannot fail; if it did, only steady's fields would be sent.
+        let mut map = field_map(
+            &self.head,
+            &self.spans,
+            |_| (),
+            |name, _| Ok(!set.contains_key(name)),
+        )
+        .unwrap_or_default();
         map.extend(set);
         map
     }
@@ -639,7 +632,7 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
         // `Connection` are put back for the tunnel, and fields that `Connection` names
         // are stripped (`headers::strip_hop_by_hop`, which reads them).
         let all = field_map(&head, &spans, Error::Framing, |name, value| {
-            Ok(match Hop::of_name(name) {
+            Ok(match Hop::of(name.as_str().as_bytes()) {
                 Hop::ContentLength => !fields.encoded && parse_length(value.as_bytes()).is_some(),
                 Hop::TransferEncoding => false,
                 Hop::EndToEnd | Hop::Connection | Hop::Other => true,
@@ -724,25 +717,6 @@ pub(crate) enum Hop {
 }
 
 impl Hop {
-    /// What a parsed name is (a standard name compares as an integer).
-    pub(crate) fn of_name(name: &HeaderName) -> Hop {
-        if name == header::CONTENT_LENGTH {
-            Hop::ContentLength
-        } else if name == header::TRANSFER_ENCODING {
-            Hop::TransferEncoding
-        } else if name == header::CONNECTION {
-            Hop::Connection
-        } else if name == header::TE
-            || name == header::UPGRADE
-            || name.as_str() == "keep-alive"
-            || name.as_str() == "proxy-connection"
-        {
-            Hop::Other
-        } else {
-            Hop::EndToEnd
-        }
-    }
-
     /// What `name` is (by its length first: most names are none of these).
     pub(crate) fn of(name: &[u8]) -> Hop {
         let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);

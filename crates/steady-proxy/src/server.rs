@@ -16,9 +16,10 @@
 //!
 //! Layout: [`serve`] (the connection's loop), `parse_head` (a request head into an
 //! [`http::Request`]), `prepare` (the request the request path gets), `encode_head` (a
-//! response head, with its framing, from an upstream's received fields and the map), [`Body`] (a request body), [`Upgraded`] (the
-//! connection, handed to a tunnel after a `101`), `idle_box` and `spare` (what idle
-//! connections keep of their request's box and their read and write buffers).
+//! response head, with its framing, from an upstream's received fields and the map),
+//! [`Body`] (a request body), [`Upgraded`] (the connection, handed to a tunnel after a
+//! `101`), `idle_box` and `spare` (what idle connections keep of their request's box
+//! and their read and write buffers).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -706,7 +707,7 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusa
         |_| Refusal::Bad,
         |name, value| {
             fields
-                .note(h1::Hop::of_name(name), value.as_bytes())
+                .note(h1::Hop::of(name.as_str().as_bytes()), value.as_bytes())
                 .map_err(|_| Refusal::Bad)?;
             if name == header::EXPECT {
                 expect_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
