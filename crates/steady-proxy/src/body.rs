@@ -365,31 +365,33 @@ impl From<Bytes> for ResponseBody {
 }
 
 impl ResponseBody {
+    /// The HTTP/1.1 upstream body inside, observed or not.
+    fn h1_body(&self) -> Option<&crate::h1::Body> {
+        match self {
+            ResponseBody::H1 { inner, .. } => Some(inner),
+            ResponseBody::Observed { inner } => inner.body.h1_body(),
+            _ => None,
+        }
+    }
+
+    /// [`ResponseBody::h1_body`], to change.
+    fn h1_body_mut(&mut self) -> Option<&mut crate::h1::Body> {
+        match self {
+            ResponseBody::H1 { inner, .. } => Some(inner),
+            ResponseBody::Observed { inner } => inner.body.h1_body_mut(),
+            _ => None,
+        }
+    }
+
     /// An HTTP/1.1 upstream's header fields as received, which the response's map
     /// leaves out (see [`crate::h1::Received`]).
     pub(crate) fn received(&self) -> Option<&crate::h1::Received> {
-        match self {
-            ResponseBody::H1 { inner, .. } => inner.received(),
-            ResponseBody::Observed { inner } => inner.body.received(),
-            _ => None,
-        }
+        self.h1_body()?.received()
     }
 
     /// [`ResponseBody::received`], to change.
     pub(crate) fn received_mut(&mut self) -> Option<&mut crate::h1::Received> {
-        match self {
-            ResponseBody::H1 { inner, .. } => inner.received_mut(),
-            ResponseBody::Observed { inner } => inner.body.received_mut(),
-            _ => None,
-        }
-    }
-
-    fn take_received(&mut self) -> Option<Box<crate::h1::Received>> {
-        match self {
-            ResponseBody::H1 { inner, .. } => inner.take_received(),
-            ResponseBody::Observed { inner } => inner.body.take_received(),
-            _ => None,
-        }
+        self.h1_body_mut()?.received_mut()
     }
 }
 
@@ -400,7 +402,11 @@ impl ResponseBody {
 pub(crate) fn with_all_headers(
     mut response: http::Response<ResponseBody>,
 ) -> http::Response<ResponseBody> {
-    if let Some(received) = response.body_mut().take_received() {
+    if let Some(received) = response
+        .body_mut()
+        .h1_body_mut()
+        .and_then(|b| b.take_received())
+    {
         let set = std::mem::take(response.headers_mut());
         *response.headers_mut() = received.into_map(set);
     }
