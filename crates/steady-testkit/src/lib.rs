@@ -525,6 +525,17 @@ pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// `n` different addresses on which nothing listens. (Calls of [`dead_addr`] one after
+/// another can get the same port back: each is released before the next is bound.)
+pub fn dead_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
 pub mod alertmanager;
 mod capacity;
 pub mod harness;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{self, get, simple_config, start, start_yaml};
-use steady_testkit::{dead_addr, read_head, Backend, Fault, RawServer};
+use steady_testkit::{dead_addr, dead_addrs, read_head, Backend, Fault, RawServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -900,7 +900,7 @@ async fn refused_connect_gets_502_connect() {
 
 #[tokio::test]
 async fn no_endpoint_reachable_on_any_attempt_gets_502_every_time() {
-    let gw = start(&[dead_addr(), dead_addr(), dead_addr()]).await;
+    let gw = start(&dead_addrs(3)).await;
     for _ in 0..6 {
         let answer = get(gw.addr, "/").await;
         assert_eq!(answer.status, 502);
