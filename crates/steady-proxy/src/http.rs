@@ -244,14 +244,16 @@ fn proxy<'a>(
     obs: Observer<'a>,
 ) -> impl Future<Output = Response<ResponseBody>> + 'a {
     async move {
-        let request_id = headers::request_id(&parts.headers);
+        // The fields read below, found in one pass.
+        let mut fields = headers::RequestFields::of(&parts.headers);
+        let request_id = headers::request_id(fields.request_id.take().as_ref());
         obs.request_id(&request_id);
 
-        if let Err(kind) = check_request(&parts) {
+        if let Err(kind) = check_request(&parts, &fields) {
             return error_response(kind, Some(&request_id));
         }
         // The request's place in a trace: continued from the client's `traceparent`, or new.
-        let mut trace = crate::trace::RequestTrace::from_headers(&parts.headers);
+        let mut trace = crate::trace::RequestTrace::from_fields(&parts.headers, fields.traceparent);
         obs.trace(&mut trace);
         let obs = Observer {
             trace: Some(&trace),
@@ -260,7 +262,12 @@ fn proxy<'a>(
 
         // Route match: one load of the listener's table; the matched route stays alive
         // for this request even if a reload swaps the table meanwhile.
-        let Some(route) = listener.router.load().find(&parts).cloned() else {
+        let Some(route) = listener
+            .router
+            .load()
+            .find(&parts, fields.host.as_ref())
+            .cloned()
+        else {
             return error_response(Kind::NoRoute, Some(&request_id));
         };
         let route = &*route;
@@ -348,7 +355,7 @@ fn proxy<'a>(
             listener,
             route,
             client,
-            &mut parts,
+            (&mut parts, &mut fields),
             body,
             &request_id,
             start,
@@ -414,18 +421,19 @@ fn refuse(
 
 /// Refuses requests no route may see: ambiguous or missing hosts, and CONNECT, which
 /// would turn steady into an open tunnel.
-fn check_request(parts: &http::request::Parts) -> Result<(), Kind> {
+fn check_request(
+    parts: &http::request::Parts,
+    fields: &headers::RequestFields,
+) -> Result<(), Kind> {
     if parts.method == http::Method::CONNECT {
         return Err(Kind::MethodNotAllowed);
     }
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let first = hosts.next();
     // Two Host headers would let routing and the backend see different hosts
     // (RFC 9112 §3.2).
-    if hosts.next().is_some() {
+    if fields.hosts > 1 {
         return Err(Kind::BadRequest);
     }
-    if parts.version == Version::HTTP_11 && first.is_none() && parts.uri.authority().is_none() {
+    if parts.version == Version::HTTP_11 && fields.hosts == 0 && parts.uri.authority().is_none() {
         return Err(Kind::BadRequest);
     }
     Ok(())
@@ -437,7 +445,7 @@ async fn forward(
     listener: &HttpListener,
     route: &Route,
     client: SocketAddr,
-    parts: &mut http::request::Parts,
+    (parts, fields): (&mut http::request::Parts, &mut headers::RequestFields),
     body: ClientBody,
     request_id: &HeaderValue,
     start: std::time::Instant,
@@ -457,7 +465,7 @@ async fn forward(
 
     // Rewrite the request for the upstream.
     let upgrade = if parts.version == Version::HTTP_11 {
-        headers::upgrade_protocol(&parts.headers)
+        fields.upgrade_protocol(&parts.headers)
     } else {
         None
     };
@@ -468,7 +476,7 @@ async fn forward(
     // (a clone of the parsed value: no copy).
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+        None => fields.host.take(),
     };
     // The target's authority wins over Host: HTTP/2 carries the host only in :authority,
     // and an absolute-form HTTP/1.1 target replaces Host (RFC 9112 §3.2.2). Routing
@@ -478,13 +486,13 @@ async fn forward(
             parts.headers.insert(header::HOST, v);
         }
     }
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    fields.strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     // `X-Forwarded-*` and `X-Request-Id` (and each attempt's trace context) go into the
     // upstream's head beside the client's headers, not into their map; `Expect` is
     // dropped there too, since steady answers `100-continue` itself when it starts
     // reading the body.
     let added = headers::Added::new(
-        &parts.headers,
+        fields.forwarded_for.take(),
         client.ip(),
         listener.scheme,
         host,

@@ -159,9 +159,9 @@ impl Router {
         Router { routes }
     }
 
-    /// Finds the first route matching the request.
-    pub fn find(&self, parts: &Parts) -> Option<&Arc<Route>> {
-        let host = request_host(parts);
+    /// Finds the first route matching the request, whose first `Host` field is `host`.
+    pub fn find(&self, parts: &Parts, host: Option<&HeaderValue>) -> Option<&Arc<Route>> {
+        let host = request_host(parts, host);
         self.routes.iter().find(|r| r.matches(parts, host))
     }
 
@@ -171,11 +171,12 @@ impl Router {
     }
 }
 
-/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
-pub fn request_host(parts: &Parts) -> Option<&str> {
+/// The request's host without port: the URI authority (HTTP/2, absolute-form) or its
+/// `Host` field, `host`.
+pub fn request_host<'a>(parts: &'a Parts, host: Option<&'a HeaderValue>) -> Option<&'a str> {
     let raw = match parts.uri.authority() {
         Some(a) => a.as_str(),
-        None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
+        None => host?.to_str().ok()?,
     };
     Some(strip_port(raw))
 }
@@ -185,7 +186,8 @@ fn strip_port(host: &str) -> &str {
         // [v6]:port
         return host.find(']').map_or(host, |i| &host[..=i]);
     }
-    match host.rfind(':') {
+    // By bytes: `str::rfind` with a char pattern costs ten times as much on a short host.
+    match host.bytes().rposition(|b| b == b':') {
         Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,
     }

@@ -66,7 +66,13 @@ fn random_span_id() -> SpanId {
 impl RequestTrace {
     /// Continues the trace in `headers` (`traceparent`, `tracestate`), or starts one.
     pub fn from_headers(headers: &HeaderMap) -> RequestTrace {
-        if !headers.contains_key(TRACEPARENT) {
+        RequestTrace::from_fields(headers, headers.contains_key(TRACEPARENT))
+    }
+
+    /// [`from_headers`](RequestTrace::from_headers) when whether `headers` has a
+    /// `traceparent` is known (`headers::RequestFields`).
+    pub fn from_fields(headers: &HeaderMap, traceparent: bool) -> RequestTrace {
+        if !traceparent {
             return RequestTrace::start();
         }
         let cx = TraceContextPropagator::new().extract(&Headers(headers));
@@ -231,7 +237,8 @@ mod tests {
     /// The attempt's trace headers, set on `out` as the h2c client gets them.
     fn inject(trace: &RequestTrace, out: &mut HeaderMap) -> SpanId {
         let id = HeaderValue::from_static("id");
-        let mut added = crate::headers::Added::new(out, [127, 0, 0, 1].into(), "http", None, id);
+        let prior = crate::headers::RequestFields::of(out).forwarded_for;
+        let mut added = crate::headers::Added::new(prior, [127, 0, 0, 1].into(), "http", None, id);
         let span = trace.inject_attempt(&mut added);
         added.apply(out);
         span
