@@ -269,7 +269,10 @@ pub(crate) async fn serve<T, S, F>(
                         let Some(io) = conn.io.as_mut() else {
                             return Poll::Ready(None);
                         };
-                        match h1::poll_fill_room(io, &mut conn.read, HEAD_ROOM, cx) {
+                        // Into the room the buffer has: making a head's room here
+                        // allocated a new buffer per request, since the request's
+                        // head still shares the old one (`poll_head` makes the room).
+                        match h1::poll_fill_room(io, &mut conn.read, 1, cx) {
                             // A pipelined request: read once the response is out.
                             Poll::Ready(Ok(true)) => watching = false,
                             Poll::Ready(_) => return Poll::Ready(None),
