@@ -175,7 +175,7 @@ impl Pool {
         self: &'a Arc<Self>,
         addr: SocketAddr,
         req: Request<RequestBody>,
-        added: &'a crate::headers::Added,
+        added: crate::headers::Added,
     ) -> impl Future<Output = Result<Response<crate::h1::Body>, PoolError>> + 'a {
         let (parts, mut body) = req.into_parts();
         async move {
@@ -187,7 +187,7 @@ impl Pool {
                     // grow every request future that awaits this one.
                     None => (Box::pin(self.connect(addr)).await?, false),
                 };
-                match conn.exchange(&parts, added, &mut body, addr).await {
+                match conn.exchange(&parts, &added, &mut body, addr).await {
                     Ok((head, upload)) => {
                         let lease = Lease {
                             pool: Some(self.clone()),
