@@ -590,7 +590,8 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
     } else {
         Version::HTTP_11
     };
-    let spans = field_spans(buf.as_ptr() as usize, response.headers);
+    let mut spans = FieldSpans::new();
+    field_spans(buf.as_ptr() as usize, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     // The framing and connection fields are noted and left out: this hop's own, they
     // never reach the client.
@@ -660,21 +661,19 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, Error> {
 /// borrow of it ends.
 pub(crate) type FieldSpans = smallvec::SmallVec<[(u32, u32, u32, u32); 16]>;
 
-/// The [`FieldSpans`] of `headers`, parsed from a head that starts at `base`.
-pub(crate) fn field_spans(base: usize, headers: &[httparse::Header<'_>]) -> FieldSpans {
-    headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (
-                name as u32,
-                (name + h.name.len()) as u32,
-                value as u32,
-                (value + h.value.len()) as u32,
-            )
-        })
-        .collect()
+/// Adds to `spans` the [`FieldSpans`] of `headers`, parsed from a head that starts at
+/// `base`. (Filled in place: returned, the inline array was copied twice.)
+pub(crate) fn field_spans(base: usize, headers: &[httparse::Header<'_>], spans: &mut FieldSpans) {
+    spans.extend(headers.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        (
+            name as u32,
+            (name + h.name.len()) as u32,
+            value as u32,
+            (value + h.value.len()) as u32,
+        )
+    }));
 }
 
 /// The fields of `head` at `spans` as a map whose values share the head's bytes (no

@@ -696,7 +696,8 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusa
         return Err(Refusal::TargetTooLong);
     }
     let target = (target.as_ptr() as usize - base, target.len());
-    let spans = h1::field_spans(base, request.headers);
+    let mut spans = h1::FieldSpans::new();
+    h1::field_spans(base, request.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Refusal::Bad)?;
