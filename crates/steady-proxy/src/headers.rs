@@ -298,16 +298,8 @@ fn new_request_id() -> HeaderValue {
     // 128 random bits as 32 hex digits: same entropy as a UUIDv4, cheaper to make.
     let (a, b) = (fastrand::u64(..), fastrand::u64(..));
     let mut buf = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in a
-        .to_be_bytes()
-        .iter()
-        .chain(b.to_be_bytes().iter())
-        .enumerate()
-    {
-        buf[2 * i] = HEX[(byte >> 4) as usize];
-        buf[2 * i + 1] = HEX[(byte & 0xf) as usize];
-    }
+    crate::text::hex_into(&a.to_be_bytes(), &mut buf[..16]);
+    crate::text::hex_into(&b.to_be_bytes(), &mut buf[16..]);
     HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
 }
 
