@@ -45,8 +45,9 @@
 //! - [`h1`]: the HTTP/1.1 client side of an exchange, run by the request's own task:
 //!   request head out, response head parsed (httparse; its fields kept as received,
 //!   not as a map), body framed and de-chunked.
-//! - [`headers`]: hop-by-hop removal; `X-Forwarded-*`, `X-Request-Id` and the trace
-//!   context an upstream gets (`Added`, written into an HTTP/1.1 head by `h1`).
+//! - [`headers`]: the request fields the path reads, found in one pass
+//!   (`RequestFields`); hop-by-hop removal; `X-Forwarded-*`, `X-Request-Id` and the
+//!   trace context an upstream gets (`Added`, written into an HTTP/1.1 head by `h1`).
 //! - [`body`]: streaming request/response bodies and the request size limit.
 //! - [`error`]: the request-path error and the one function that maps it to a response.
 //! - [`metrics`]: Prometheus series of the request path.
