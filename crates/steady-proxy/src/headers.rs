@@ -20,6 +20,18 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
+/// The bit of [`HOP_BY_HOP`]'s `Connection` in a set of those names (bit `i` for
+/// `HOP_BY_HOP[i]`).
+const CONNECTION_BIT: u8 = 1;
+
+/// `name`'s bit in a set of [`HOP_BY_HOP`] names, or 0 if it is none of them.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    HOP_BY_HOP
+        .iter()
+        .position(|h| h == name)
+        .map_or(0, |i| 1 << i)
+}
+
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -56,17 +68,15 @@ impl RequestFields {
         for (name, value) in headers {
             if name == header::HOST {
                 fields.hosts += 1;
-                if fields.host.is_none() {
-                    fields.host = Some(value.clone());
-                }
+                fields.host.get_or_insert_with(|| value.clone());
             } else if name == X_REQUEST_ID {
                 fields.request_id.get_or_insert_with(|| value.clone());
             } else if name == X_FORWARDED_FOR {
                 fields.forwarded_for.get_or_insert_with(|| value.clone());
             } else if name == TRACEPARENT {
                 fields.traceparent = true;
-            } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-                fields.hop_by_hop |= 1 << i;
+            } else {
+                fields.hop_by_hop |= hop_by_hop_bit(name);
             }
         }
         fields
@@ -74,8 +84,7 @@ impl RequestFields {
 
     /// The protocol the request asks to upgrade to, as [`upgrade_protocol`] finds it.
     pub fn upgrade_protocol(&self, headers: &HeaderMap) -> Option<HeaderValue> {
-        // Bit 0: `Connection`.
-        if self.hop_by_hop & 1 == 0 {
+        if self.hop_by_hop & CONNECTION_BIT == 0 {
             return None;
         }
         upgrade_protocol(headers)
@@ -110,12 +119,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: Option<HeaderValu
     // One scan noting which hop-by-hop names are present, instead of a hash lookup per
     // name: most requests carry none, and most responses only `Connection: keep-alive`.
     // Comparing a standard header name is an integer compare.
-    let mut present = 0u8;
-    for key in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {
-            present |= 1 << i;
-        }
-    }
+    let present = headers.keys().fold(0, |set, key| set | hop_by_hop_bit(key));
     strip_present(headers, present, keep_upgrade);
 }
 
@@ -124,7 +128,7 @@ fn strip_present(headers: &mut HeaderMap, present: u8, keep_upgrade: Option<Head
     if present == 0 && keep_upgrade.is_none() {
         return;
     }
-    if present & 1 != 0 {
+    if present & CONNECTION_BIT != 0 {
         // Headers that `Connection` names (RFC 9110 §7.6.1), other than the fixed set
         // and the `close`/`keep-alive` options, which name no header here.
         // Collected (no allocation when there are none) so the map can be changed.
