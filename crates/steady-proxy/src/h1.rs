@@ -1071,7 +1071,6 @@ where
     Poll::Ready(Ok(None))
 }
 
-/// Takes what `buf` holds of the `left` bytes still due, and how many are due after.
 /// Appends the last chunk of a chunked body with `trailers` after it.
 pub(crate) fn encode_last_chunk(out: &mut Vec<u8>, trailers: &HeaderMap) {
     out.extend_from_slice(b"0\r\n");
@@ -1120,6 +1119,7 @@ fn trailer_fields(section: &[u8]) -> io::Result<HeaderMap> {
     Ok(map)
 }
 
+/// Takes what `buf` holds of the `left` bytes still due, and how many are due after.
 fn take_counted(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
     let take = (buf.len() as u64).min(left);
     (buf.split_to(take as usize).freeze(), left - take)
